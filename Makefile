@@ -1,0 +1,63 @@
+# libvirt-tunnel workspace: front door.  See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+S := scripts
+
+.PHONY: help deps source tree build stock series check check-series \
+        unit-tests lab-tests guest demo bench clean distclean
+
+help:
+	@echo "make deps          install Debian packages (build + lab), idempotent"
+	@echo "make tree          build/libvirt = pristine v11.3.0 + patches/"
+	@echo "make build         build and install the patched tree into build/install"
+	@echo "make stock         build pristine v11.3.0 into build/install-stock (lab's stock peer)"
+	@echo "make series        export build/libvirt commits since v11.3.0 to patches/"
+	@echo "make check         deps, build, libvirt test suite, project tests (what CI runs)"
+	@echo "make check-series  every patch in order builds and passes the unit tests"
+	@echo "make demo          the headline migration between two lab hosts"
+	@echo "make bench         tunnelled vs native migration benchmark"
+
+deps:
+	@$(S)/deps.sh
+
+source:
+	@$(S)/fetch-source.sh
+
+tree: source
+	@$(S)/tree.sh
+
+build: tree
+	@$(S)/build.sh
+
+stock: tree
+	@$(S)/build.sh --stock
+
+series:
+	@$(S)/export-series.sh
+
+guest:
+	@lab/guest/build-guest.sh
+
+check:
+	@$(S)/check.sh
+
+check-series: tree
+	@$(S)/check-series.sh
+
+unit-tests:
+	@$(S)/run-tests.sh --unit-only
+
+lab-tests:
+	@$(S)/run-tests.sh --lab-only
+
+demo:
+	@$(S)/deps.sh && $(MAKE) --no-print-directory build stock guest && lab/demo.sh
+
+bench:
+	@$(S)/deps.sh && $(MAKE) --no-print-directory build guest && bench/bench.sh
+
+clean:
+	rm -rf build/obj build/obj-stock build/install build/install-stock build/lab build/guest
+
+distclean:
+	rm -rf build

@@ -1,0 +1,260 @@
+#!/bin/bash
+# The two-host (N-host) lab: independent libvirt hosts on one machine.
+#
+#   lab.sh pki                          generate the TLS PKI (once)
+#   lab.sh start NAME N [--stock] [--split]
+#                                       start host NAME at 127.0.0.(N+1)
+#   lab.sh stop NAME | stop-all         kill everything a host started
+#   lab.sh status
+#   lab.sh uri NAME [tcp|tls]           print the host's libvirt URI
+#   lab.sh virsh NAME ARGS...           run virsh against the host
+#
+# Each host is a private mount + UTS + PID namespace, with its own copy of
+# the install's etc/ and var/ bind-mounted over the shared ones, its own
+# hostname, /etc/hosts and host_uuid, and daemons listening on its own
+# loopback address.  Killing the namespace's init (lab/nsinit.c) kills the
+# daemons and every QEMU they started.
+set -euo pipefail
+. "$(dirname "$0")/../scripts/common.sh"
+
+LAB=$BUILD_DIR/lab
+PKI=$LAB/pki
+HOSTS=$LAB/hosts
+# Same path on every host, private to each: per-host disks and consoles.
+PRIVATE=$LAB/private
+# Same path on every host, really shared: "shared storage".
+SHARED=$LAB/shared
+NSINIT=$LAB/nsinit
+
+host_addr() { echo "127.0.0.$(( $1 + 1 ))"; }
+
+lab_prepare() {
+    mkdir -p "$HOSTS" "$PRIVATE" "$SHARED"
+    if [ ! -x "$NSINIT" ] || [ "$TOP/lab/nsinit.c" -nt "$NSINIT" ]; then
+        gcc -O2 -Wall -Wextra -Werror -o "$NSINIT" "$TOP/lab/nsinit.c"
+    fi
+    [ -f "$PKI/cacert.pem" ] || cmd_pki
+}
+
+cert() {  # cert NAME CN SANS... -> $PKI/NAME{cert,key}.pem signed by the CA
+    local name=$1 cn=$2; shift 2
+    local tmpl=$PKI/$name.info
+    {
+        echo "organization = libvirt-tunnel lab"
+        echo "cn = $cn"
+        for s in "$@"; do
+            case $s in
+            [0-9]*) echo "ip_address = $s" ;;
+            *) echo "dns_name = $s" ;;
+            esac
+        done
+        echo "tls_www_server"
+        echo "tls_www_client"
+        echo "encryption_key"
+        echo "signing_key"
+        echo "expiration_days = 3650"
+    } > "$tmpl"
+    certtool --generate-privkey --key-type=rsa --bits=2048 --outfile "$PKI/${name}key.pem" 2>/dev/null
+    certtool --generate-certificate --load-privkey "$PKI/${name}key.pem" \
+        --load-ca-certificate "$PKI/cacert.pem" --load-ca-privkey "$PKI/cakey.pem" \
+        --template "$tmpl" --outfile "$PKI/${name}cert.pem" 2>/dev/null
+}
+
+cmd_pki() {
+    mkdir -p "$PKI"
+    printf 'cn = libvirt-tunnel lab CA\nca\ncert_signing_key\nexpiration_days = 3650\n' > "$PKI/ca.info"
+    certtool --generate-privkey --key-type=rsa --bits=2048 --outfile "$PKI/cakey.pem" 2>/dev/null
+    certtool --generate-self-signed --load-privkey "$PKI/cakey.pem" --template "$PKI/ca.info" \
+        --outfile "$PKI/cacert.pem" 2>/dev/null
+    # One certificate good for every lab host (server and client usage),
+    # plus one per host index so QEMU's hostname check is exercised.
+    local sans=() i
+    for i in $(seq 1 8); do sans+=("$(host_addr "$i")" "lab$i"); done
+    cert host "lab host" localhost "${sans[@]}"
+    echo "lab: PKI in $PKI"
+}
+
+host_uuid() { printf '%s' "$1" | md5sum | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'; }
+
+cmd_start() {
+    local name=$1 idx=$2; shift 2
+    local stock=0 split=0
+    for a in "$@"; do
+        case $a in
+        --stock) stock=1 ;;
+        --split) split=1 ;;
+        *) die "lab: unknown option $a" ;;
+        esac
+    done
+    lab_prepare
+    local P=$PREFIX
+    [ $stock = 1 ] && P=$STOCK_PREFIX
+    [ -x "$P/sbin/libvirtd" ] || die "lab: no libvirt install in $P (run 'make build' / 'make stock')"
+    local H=$HOSTS/$name addr
+    addr=$(host_addr "$idx")
+    [ -f "$H/pid" ] && kill -0 "$(cat "$H/pid")" 2>/dev/null && die "lab: host $name is already running"
+    rm -rf "$H"
+    mkdir -p "$H"/{var/run,var/lib/libvirt/qemu,var/cache/libvirt,var/log/libvirt,private}
+    cp -a "$P/etc" "$H/etc"
+    mkdir -p "$H/etc/pki/CA" "$H/etc/pki/libvirt/private" "$H/etc/pki/qemu"
+    cp "$PKI/cacert.pem" "$H/etc/pki/CA/cacert.pem"
+    cp "$PKI/hostcert.pem" "$H/etc/pki/libvirt/servercert.pem"
+    cp "$PKI/hostkey.pem" "$H/etc/pki/libvirt/private/serverkey.pem"
+    cp "$PKI/hostcert.pem" "$H/etc/pki/libvirt/clientcert.pem"
+    cp "$PKI/hostkey.pem" "$H/etc/pki/libvirt/private/clientkey.pem"
+    cp "$PKI/cacert.pem" "$H/etc/pki/qemu/ca-cert.pem"
+    cp "$PKI/hostcert.pem" "$H/etc/pki/qemu/server-cert.pem"
+    cp "$PKI/hostkey.pem" "$H/etc/pki/qemu/server-key.pem"
+    cp "$PKI/hostcert.pem" "$H/etc/pki/qemu/client-cert.pem"
+    cp "$PKI/hostkey.pem" "$H/etc/pki/qemu/client-key.pem"
+
+    local uuid log_filters
+    uuid=$(host_uuid "$name")
+    log_filters="1:qemu.qemu_migration 1:qemu.qemu_migration_params 1:qemu.qemu_migration_tunnel 1:qemu.qemu_migration_cookie 3:qemu.qemu_monitor 1:rpc.netclientstream 2:remote 2:qemu 3:util 3:rpc 3:conf 3:event"
+    local d
+    for d in libvirtd virtproxyd virtqemud virtlogd; do
+        cat >> "$H/etc/libvirt/$d.conf" <<EOC
+
+# --- lab host $name ---
+host_uuid = "$uuid"
+log_filters = "$log_filters"
+log_outputs = "1:file:$P/var/log/libvirt/$d.log"
+EOC
+    done
+    for d in libvirtd virtproxyd; do
+        cat >> "$H/etc/libvirt/$d.conf" <<EOC
+listen_tcp = 1
+listen_tls = 1
+listen_addr = "$addr"
+auth_tcp = "none"
+auth_tls = "none"
+EOC
+    done
+    cat >> "$H/etc/libvirt/qemu.conf" <<EOC
+
+# --- lab host $name ---
+security_driver = "none"
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+cgroup_controllers = [ ]
+namespaces = [ ]
+stdio_handler = "file"
+migration_address = "$addr"
+migration_host = "$addr"
+migrate_tls_x509_cert_dir = "$P/etc/pki/qemu"
+default_tls_x509_cert_dir = "$P/etc/pki/qemu"
+shared_filesystems = [ "$SHARED" ]
+EOC
+    {
+        echo "127.0.0.1 localhost"
+        local i
+        for i in $(seq 1 8); do echo "$(host_addr "$i") lab$i"; done
+    } > "$H/hosts"
+    echo "$name" > "$H/hostname"
+    echo "$P" > "$H/prefix"
+    echo "$addr" > "$H/addr"
+    echo $split > "$H/split"
+    echo $stock > "$H/stock"
+
+    cat > "$H/init.sh" <<EOS
+#!/bin/bash
+set -e
+mount --bind "$H/etc" "$P/etc"
+mount --bind "$H/var" "$P/var"
+mount --bind "$H/private" "$PRIVATE"
+mount --bind "$H/hosts" /etc/hosts
+hostname "$name"
+cd /
+if [ $split = 1 ]; then
+    "$P/sbin/virtlogd" -d
+    "$P/sbin/virtqemud" -d
+    "$P/sbin/virtproxyd" -d
+else
+    "$P/sbin/libvirtd" -d --listen
+fi
+EOS
+    chmod +x "$H/init.sh"
+    setsid unshare --mount --uts --pid --fork --mount-proc --propagation private \
+        "$NSINIT" "$H/init.sh" > "$H/ns.log" 2>&1 < /dev/null &
+    local upid=$! nspid="" i
+    for i in $(seq 1 50); do
+        nspid=$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | awk '{print $1}')
+        [ -n "$nspid" ] && break
+        sleep 0.1
+    done
+    [ -n "$nspid" ] || die "lab: host $name did not start (see $H/ns.log)"
+    echo "$nspid" > "$H/pid"
+    # Ready when the daemon answers over TCP (first start probes QEMU: ~2 s).
+    for i in $(seq 1 300); do
+        if "$PREFIX/bin/virsh" -q -c "qemu+tcp://$addr/system" version >/dev/null 2>&1; then
+            echo "lab: host $name up at $addr ($( [ $stock = 1 ] && echo stock || echo patched ), $( [ $split = 1 ] && echo split || echo monolithic ))"
+            return 0
+        fi
+        kill -0 "$nspid" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$H/ns.log" >&2
+    tail -20 "$H/var/log/libvirt/"*.log >&2 2>/dev/null || true
+    cmd_stop "$name"
+    die "lab: host $name did not come up"
+}
+
+cmd_stop() {
+    local name=$1 H=$HOSTS/$1 pid i
+    [ -f "$H/pid" ] || return 0
+    pid=$(cat "$H/pid")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+        for i in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+    fi
+    rm -f "$H/pid"
+}
+
+cmd_stop_all() {
+    local h
+    for h in "$HOSTS"/*/; do
+        [ -d "$h" ] && cmd_stop "$(basename "$h")"
+    done
+    return 0
+}
+
+cmd_uri() {
+    local addr
+    addr=$(cat "$HOSTS/$1/addr")
+    case ${2:-tcp} in
+    tcp) echo "qemu+tcp://$addr/system" ;;
+    tls) echo "qemu+tls://$addr/system" ;;
+    *) die "lab: transport must be tcp or tls" ;;
+    esac
+}
+
+cmd_status() {
+    local h name
+    for h in "$HOSTS"/*/; do
+        [ -d "$h" ] || continue
+        name=$(basename "$h")
+        if [ -f "$h/pid" ] && kill -0 "$(cat "$h/pid")" 2>/dev/null; then
+            echo "$name $(cat "$h/addr") running pid $(cat "$h/pid")"
+        else
+            echo "$name stopped"
+        fi
+    done
+}
+
+cmd=${1:-}
+shift || true
+case $cmd in
+pki) cmd_pki ;;
+start) cmd_start "$@" ;;
+stop) cmd_stop "$@" ;;
+stop-all) cmd_stop_all ;;
+status) cmd_status ;;
+uri) cmd_uri "$@" ;;
+virsh) n=$1; shift; exec "$PREFIX/bin/virsh" -c "$(cmd_uri "$n")" "$@" ;;
+*) sed -n '2,12p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,59 @@
+#!/bin/bash
+# Configure (once), build and install a libvirt tree.
+#   build.sh            the patched tree  build/libvirt -> build/obj -> build/install
+#   build.sh --stock    pristine v11.3.0  build/libvirt-stock -> build/obj-stock -> build/install-stock
+#   build.sh --no-install   build only (used by check-series)
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+src=$SRC_DIR obj=$OBJ_DIR prefix=$PREFIX install=1
+for a in "$@"; do
+    case $a in
+    --stock) src=$STOCK_SRC_DIR obj=$STOCK_OBJ_DIR prefix=$STOCK_PREFIX ;;
+    --no-install) install=0 ;;
+    *) die "unknown option $a" ;;
+    esac
+done
+
+if [ "$src" = "$STOCK_SRC_DIR" ] && [ ! -d "$src/.git" ] && [ ! -f "$src/.git" ]; then
+    [ -d "$SRC_DIR/.git" ] || "$TOP/scripts/tree.sh"
+    git -C "$SRC_DIR" worktree prune
+    git -C "$SRC_DIR" worktree add -q --detach "$src" v11.3.0
+fi
+[ -f "$src/meson.build" ] || die "no tree at $src; run 'make tree'"
+
+# Everything the mission needs and nothing more.
+opts=(
+    --prefix="$prefix"
+    --native-file="$TOP/scripts/meson-native.ini"
+    -Dbuildtype=debugoptimized
+    -Dauto_features=disabled
+    -Dsystem=false
+    -Drunstatedir="$prefix/var/run"
+    -Dinit_script=none
+    -Dtests=enabled -Dexpensive_tests=enabled
+    -Ddocs=disabled
+    -Dgit_werror=disabled
+    -Ddriver_qemu=enabled -Dqemu_user=root -Dqemu_group=root
+    -Ddriver_remote=enabled -Ddriver_libvirtd=enabled
+    -Ddriver_test=enabled -Ddriver_secrets=enabled
+    -Dstorage_dir=enabled -Dstorage_fs=enabled
+    -Djson_c=enabled -Dreadline=enabled -Dlibnl=enabled -Dcapng=enabled
+)
+if [ ! -f "$obj/build.ninja" ]; then
+    msg "configure $(basename "$obj")"
+    meson setup "$obj" "$src" "${opts[@]}" > "$obj.configure.log" 2>&1 || {
+        tail -30 "$obj.configure.log" >&2; die "meson setup failed (full log: $obj.configure.log)"; }
+fi
+msg "build $(basename "$obj")"
+ninja -C "$obj" > "$obj.build.log" 2>&1 || {
+    grep -E 'error|FAILED' "$obj.build.log" | head -40 >&2; die "build failed (full log: $obj.build.log)"; }
+if grep -q 'warning:' "$obj.build.log"; then
+    grep 'warning:' "$obj.build.log" | head -20 >&2
+    die "build produced compiler warnings (see $obj.build.log)"
+fi
+if [ $install = 1 ]; then
+    msg "install into $prefix"
+    meson install -C "$obj" --quiet > "$obj.install.log" 2>&1 || {
+        tail -20 "$obj.install.log" >&2; die "install failed"; }
+fi

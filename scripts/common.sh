@@ -1,0 +1,30 @@
+# Shared settings for the workspace scripts.  Source, don't run.
+# shellcheck shell=bash
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LV_VERSION=11.3.0
+LV_TARBALL=libvirt_${LV_VERSION}.orig.tar.xz
+LV_SHA256=6bcb0c42c4580436fea262ced56f68a6afe20f7390b1bea2116718cc034a0283
+
+# Outside the clone, so clean clones reuse the download and the compiler cache.
+CACHE_DIR=${LVT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/libvirt-tunnel}
+
+BUILD_DIR=$TOP/build
+SRC_DIR=$BUILD_DIR/libvirt          # patched git tree
+OBJ_DIR=$BUILD_DIR/obj              # its meson build directory
+PREFIX=${LVT_PREFIX:-$BUILD_DIR/install}
+
+STOCK_SRC_DIR=$BUILD_DIR/libvirt-stock   # pristine v11.3.0 worktree
+STOCK_OBJ_DIR=$BUILD_DIR/obj-stock
+STOCK_PREFIX=$BUILD_DIR/install-stock
+
+PATCH_DIR=$TOP/patches
+
+export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
+export CCACHE_BASEDIR=$TOP
+export CCACHE_NOHASHDIR=1
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-time_macros,include_file_mtime,include_file_ctime}
+
+msg() { echo "==> $*"; }
+die() { echo "error: $*" >&2; exit 1; }

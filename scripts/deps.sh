@@ -1,0 +1,81 @@
+#!/bin/bash
+# Install every Debian package the project needs, idempotently.
+#
+# Build: what libvirt 11.3.0 needs for the features we configure.
+# Lab:   QEMU 10.0 (bookworm-backports), busybox-static, TLS tooling.
+#
+# QEMU comes from bookworm-backports: Debian 12's QEMU 7.2 loses guest
+# writes during TCG live migration.  We add a bookworm-backports *binary*
+# entry (same release, backports suite) and pin it low, so only packages
+# we ask for explicitly with -t come from it.
+set -euo pipefail
+
+BUILD_PKGS=(
+    build-essential pkg-config meson ninja-build ccache git xz-utils
+    python3 python3-pytest python3-docutils perl
+    libxml2-dev libxml2-utils xsltproc libglib2.0-dev libgnutls28-dev
+    libnl-3-dev libnl-route-3-dev libjson-c-dev libreadline-dev
+    libtirpc-dev libcap-ng-dev
+    dwarves augeas-tools locales
+)
+LAB_PKGS=(
+    gnutls-bin busybox-static cpio iproute2 util-linux socat
+    procps psmisc python3-matplotlib
+)
+BPO_PKGS=(qemu-system-x86 qemu-utils)
+BPO_LIST=/etc/apt/sources.list.d/libvirt-tunnel-bpo.sources
+BPO_PREF=/etc/apt/preferences.d/libvirt-tunnel-bpo
+
+die() { echo "deps: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (apt-get install)"
+
+missing=()
+for p in "${BUILD_PKGS[@]}" "${LAB_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+qemu_ok=0
+if command -v qemu-system-x86_64 >/dev/null &&
+   qemu-system-x86_64 --version | grep -qE 'version (9\.[1-9]|1[0-9])\.'; then
+    qemu_ok=1
+fi
+locale_ok=0
+locale -a 2>/dev/null | grep -qi '^en_US\.utf-\?8$' && locale_ok=1
+
+if [ ${#missing[@]} -eq 0 ] && [ $qemu_ok = 1 ] && [ $locale_ok = 1 ]; then
+    echo "deps: everything already installed"
+    exit 0
+fi
+
+if [ ! -f "$BPO_LIST" ]; then
+    cat > "$BPO_LIST" <<'EOS'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOS
+    cat > "$BPO_PREF" <<'EOS'
+Package: *
+Pin: release n=bookworm-backports
+Pin-Priority: 100
+EOS
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q || die "apt-get update failed: is the Debian mirror reachable? (check /etc/apt/sources.list.d and network)"
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    apt-get install -y -q --no-install-recommends "${missing[@]}" ||
+        die "apt-get install failed (mirror unreachable or disk full? see above)"
+fi
+if [ $qemu_ok = 0 ]; then
+    apt-get install -y -q --no-install-recommends -t bookworm-backports "${BPO_PKGS[@]}" ||
+        die "installing QEMU from bookworm-backports failed"
+fi
+if [ $locale_ok = 0 ]; then
+    sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' /etc/locale.gen
+    grep -q '^en_US.UTF-8 UTF-8' /etc/locale.gen || echo 'en_US.UTF-8 UTF-8' >> /etc/locale.gen
+    locale-gen
+fi
+echo "deps: done"

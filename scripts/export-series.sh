@@ -1,0 +1,34 @@
+#!/bin/bash
+# Write the commits of build/libvirt since v11.3.0 back to patches/.
+# Names are stable (NNNN-subject.patch) and unchanged files are not touched.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+[ -d "$SRC_DIR/.git" ] || die "no tree in build/libvirt; run 'make tree' first"
+cd "$SRC_DIR"
+[ -z "$(git status --porcelain --untracked-files=no)" ] ||
+    echo "warning: build/libvirt has uncommitted changes; they are not exported" >&2
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+git format-patch -q --zero-commit --no-signature --abbrev=12 -o "$tmp" v11.3.0..HEAD
+
+mkdir -p "$PATCH_DIR"
+changed=0
+for f in "$PATCH_DIR"/*.patch; do
+    [ -e "$f" ] || continue
+    if [ ! -e "$tmp/$(basename "$f")" ]; then
+        rm -f "$f"; changed=$((changed + 1)); echo "removed $(basename "$f")"
+    fi
+done
+for f in "$tmp"/*.patch; do
+    [ -e "$f" ] || continue
+    dst=$PATCH_DIR/$(basename "$f")
+    if ! cmp -s "$f" "$dst"; then
+        cp "$f" "$dst"; changed=$((changed + 1)); echo "wrote $(basename "$f")"
+    fi
+done
+n=$(find "$PATCH_DIR" -name '*.patch' | wc -l)
+echo "series: $n patches, $changed files changed"
+# The tree now matches patches/.
+echo "$(cat "$PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1) $(git rev-parse HEAD)" > "$BUILD_DIR/.tree-stamp"

@@ -1,0 +1,289 @@
+"""Helpers for the end-to-end lab tests: hosts, guests, migration, checks.
+
+Everything here drives the real lab (lab/lab.sh) and real virsh; nothing is
+mocked.  Waits are polls with deadlines, never fixed sleeps.
+"""
+import json
+import os
+import re
+import subprocess
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(TOP, "build")
+LAB = os.path.join(BUILD, "lab")
+PRIVATE = os.path.join(LAB, "private")
+SHARED = os.path.join(LAB, "shared")
+GUEST = os.path.join(BUILD, "guest")
+PREFIX = os.environ.get("LVT_PREFIX", os.path.join(BUILD, "install"))
+VIRSH = os.path.join(PREFIX, "bin", "virsh")
+LABSH = os.path.join(TOP, "lab", "lab.sh")
+CLIENT_PKI = os.path.join(LAB, "pki", "client")
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def log(msg):
+    print("    " + msg, flush=True)
+
+
+def run(args, timeout=600, check_rc=True, env=None):
+    p = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    if check_rc and p.returncode != 0:
+        raise Failure("%s failed (rc %d): %s" % (" ".join(args[:4]), p.returncode,
+                                                 (p.stderr or p.stdout).strip()))
+    return p
+
+
+def wait_for(what, fn, timeout, interval=0.2):
+    """Poll fn() until it returns a truthy value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise Failure("timed out after %ds waiting for %s" % (timeout, what))
+
+
+class Host:
+    def __init__(self, name, idx, stock=False, split=False):
+        self.name, self.idx, self.stock, self.split = name, idx, stock, split
+        self.addr = "127.0.0.%d" % (idx + 1)
+        self.dir = os.path.join(LAB, "hosts", name)
+        self.private = os.path.join(self.dir, "private")
+
+    def start(self):
+        args = [LABSH, "start", self.name, str(self.idx)]
+        if self.stock:
+            args.append("--stock")
+        if self.split:
+            args.append("--split")
+        run(args, timeout=120)
+
+    def stop(self):
+        run([LABSH, "stop", self.name], check_rc=False)
+
+    def uri(self, transport="tcp"):
+        return "qemu+%s://%s/system" % (transport, self.addr)
+
+    def client_uri(self, transport="tcp"):
+        if transport == "tls":
+            return self.uri("tls") + "?pkipath=" + CLIENT_PKI
+        return self.uri("tcp")
+
+    def virsh(self, *args, timeout=600, check_rc=True):
+        return run([VIRSH, "-q", "-c", self.client_uri()] + list(args),
+                   timeout=timeout, check_rc=check_rc)
+
+    def domstate(self, dom):
+        p = self.virsh("domstate", "--reason", dom, check_rc=False)
+        if p.returncode != 0:
+            return None
+        return p.stdout.strip()
+
+    def qemu_pids(self):
+        """QEMU processes of this host (they live in its PID namespace)."""
+        pids = []
+        ns_pid = open(os.path.join(self.dir, "pid")).read().strip()
+        try:
+            ns = os.readlink("/proc/%s/ns/pid" % ns_pid)
+        except OSError:
+            return pids
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                if os.readlink("/proc/%s/ns/pid" % p) != ns:
+                    continue
+                comm = open("/proc/%s/comm" % p).read().strip()
+            except OSError:
+                continue
+            if comm.startswith("qemu-system"):
+                pids.append(int(p))
+        return pids
+
+    def daemon_pids(self):
+        out = {}
+        ns_pid = open(os.path.join(self.dir, "pid")).read().strip()
+        ns = os.readlink("/proc/%s/ns/pid" % ns_pid)
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                if os.readlink("/proc/%s/ns/pid" % p) != ns:
+                    continue
+                comm = open("/proc/%s/comm" % p).read().strip()
+            except OSError:
+                continue
+            if comm in ("libvirtd", "virtqemud", "virtproxyd", "virtlogd"):
+                out[comm] = int(p)
+        return out
+
+
+STATUS_RE = re.compile(r"^WL t=(\d+) mem_gen=(\d+) mem_pages=(\d+) mem_err=(\d+)(.*)$")
+DISK_RE = re.compile(r"disk=(\w+):(\d+):(\d+):(\d+)")
+
+
+def parse_console(path):
+    """Return (status lines as dicts, error lines) from a guest console log."""
+    stats, errors = [], []
+    try:
+        data = open(path, "rb").read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return stats, errors
+    for line in data.splitlines():
+        line = line.strip("\r\x1b[?7l2J")
+        m = STATUS_RE.search(line)
+        if m:
+            disks = {d: {"seq": int(s), "err": int(e), "ring": int(r)}
+                     for d, s, e, r in DISK_RE.findall(m.group(5))}
+            stats.append({"t": int(m.group(1)), "gen": int(m.group(2)),
+                          "pages": int(m.group(3)), "mem_err": int(m.group(4)),
+                          "disks": disks})
+        elif "WL " in line and ("error" in line or "fatal" in line):
+            errors.append(line)
+    return stats, errors
+
+
+class Guest:
+    """A lab guest: kernel + initramfs running the integrity workload."""
+
+    def __init__(self, name, mem_mib=256, wl_mem=64, wl_rate=32, ring=1024,
+                 wrate=100, disks=()):
+        self.name = name
+        self.mem_mib, self.wl_mem, self.wl_rate = mem_mib, wl_mem, wl_rate
+        self.ring, self.wrate = ring, wrate
+        # disks: list of dicts {dev, path, fmt, size_mib, backing(optional)}
+        self.disks = list(disks)
+
+    def console(self, host):
+        return os.path.join(host.private, self.name + "-console.log")
+
+    def xml(self):
+        disks = ""
+        for d in self.disks:
+            disks += """
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='%s' cache='none'/>
+      <source file='%s'/>
+      <target dev='%s' bus='virtio'/>
+    </disk>""" % (d["fmt"], d["path"], d["dev"])
+        cmdline = ("console=ttyS0 quiet panic=-1 wl_mem=%d wl_rate=%d wl_ring=%d "
+                   "wl_wrate=%d wl_disks=%d" % (self.wl_mem, self.wl_rate, self.ring,
+                                                self.wrate, len(self.disks)))
+        return """<domain type='qemu'>
+  <name>%(name)s</name>
+  <memory unit='MiB'>%(mem)d</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>%(guest)s/vmlinuz</kernel>
+    <initrd>%(guest)s/initrd.img</initrd>
+    <cmdline>%(cmdline)s</cmdline>
+  </os>
+  <features><acpi/></features>
+  <cpu mode='custom' match='exact'><model fallback='allow'>qemu64</model></cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>%(disks)s
+    <serial type='file'>
+      <source path='%(console)s'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+""" % {"name": self.name, "mem": self.mem_mib, "guest": GUEST, "cmdline": cmdline,
+       "disks": disks, "console": os.path.join(PRIVATE, self.name + "-console.log")}
+
+    def start(self, host, timeout=90):
+        xmlpath = os.path.join(LAB, self.name + ".xml")
+        with open(xmlpath, "w") as f:
+            f.write(self.xml())
+        host.virsh("create", xmlpath)
+        self.wait_progress(host, "workload running on %s" % host.name, timeout=timeout)
+
+    def wait_progress(self, host, what, timeout=90, min_lines=3):
+        """Wait until the console shows min_lines status lines with progress."""
+        def ok():
+            stats, _ = parse_console(self.console(host))
+            if len(stats) < min_lines:
+                return None
+            a, b = stats[-min_lines], stats[-1]
+            if b["pages"] <= a["pages"] and self.wl_mem:
+                return None
+            for d in self.disks:
+                if b["disks"].get(d["dev"], {}).get("seq", 0) <= a["disks"].get(d["dev"], {}).get("seq", 0):
+                    return None
+            return stats
+        return wait_for(what, ok, timeout)
+
+    def check_clean(self, host):
+        stats, errors = parse_console(self.console(host))
+        check(not errors, "guest reported errors on %s: %s" % (host.name, errors[:3]))
+        check(stats, "no workload status on %s" % host.name)
+        last = stats[-1]
+        check(last["mem_err"] == 0, "memory verifier errors on %s: %d" % (host.name, last["mem_err"]))
+        for dev, d in last["disks"].items():
+            check(d["err"] == 0, "disk verifier errors on %s %s: %d" % (host.name, dev, d["err"]))
+        return last
+
+
+def make_disk(path, fmt="raw", size_mib=32, backing=None, base_blocks=0, ring=1024):
+    """Create a disk image; a backing image gets the verifier's base pattern
+    after the guest's ring, so an overlay can be proven to use it."""
+    if os.path.exists(path):
+        os.unlink(path)
+    if backing:
+        # The backing path is as the lab host sees it (inside its namespace),
+        # so don't let qemu-img open it from here.
+        run(["qemu-img", "create", "-q", "-f", fmt, "-F", "qcow2", "-b", backing, "-u",
+             path, "%dM" % size_mib])
+        return
+    run(["qemu-img", "create", "-q", "-f", fmt, path, "%dM" % size_mib])
+    if base_blocks:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("vd", os.path.join(TOP, "lab", "verify-disk.py"))
+        vd = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(vd)
+        raw = path + ".pattern"
+        with open(raw, "wb") as f:
+            f.truncate(size_mib * 1024 * 1024)
+            f.seek(ring * 4096)
+            for i in range(base_blocks):
+                f.write(vd.base_block(ring + i))
+        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", fmt, raw, path])
+        os.unlink(raw)
+
+
+def verify_disk(image, dev, ring, reported, base_blocks=0):
+    p = run(["python3", os.path.join(TOP, "lab", "verify-disk.py"), image, "--name", dev,
+             "--ring", str(ring), "--reported", str(reported),
+             "--base-pattern", str(base_blocks)], check_rc=False)
+    log(p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.stderr.strip())
+    check(p.returncode == 0, "disk %s not identical to what the guest wrote:\n%s" % (image, p.stdout))
+
+
+def jobinfo(host, dom, completed=True):
+    args = ["domjobinfo", dom]
+    if completed:
+        args.append("--completed")
+    p = host.virsh(*args, check_rc=False)
+    info = {}
+    for line in p.stdout.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            info[k.strip()] = v.strip()
+    return info
