@@ -51,10 +51,10 @@ lab-tests:
 	@$(S)/run-tests.sh --lab-only
 
 demo:
-	@$(S)/deps.sh && $(MAKE) --no-print-directory build stock guest && lab/demo.sh
+	@$(S)/deps.sh && $(MAKE) --no-print-directory build stock guest && lab/demo.py
 
 bench:
-	@$(S)/deps.sh && $(MAKE) --no-print-directory build guest && bench/bench.sh
+	@$(S)/deps.sh && $(MAKE) --no-print-directory build guest && bench/bench.py
 
 clean:
 	rm -rf build/obj build/obj-stock build/install build/install-stock build/lab build/guest

@@ -22,27 +22,10 @@ if [ "$src" = "$STOCK_SRC_DIR" ] && [ ! -d "$src/.git" ] && [ ! -f "$src/.git" ]
 fi
 [ -f "$src/meson.build" ] || die "no tree at $src; run 'make tree'"
 
-# Everything the mission needs and nothing more.
-opts=(
-    --prefix="$prefix"
-    --native-file="$TOP/scripts/meson-native.ini"
-    -Dbuildtype=debugoptimized
-    -Dauto_features=disabled
-    -Dsystem=false
-    -Drunstatedir="$prefix/var/run"
-    -Dinit_script=none
-    -Dtests=enabled -Dexpensive_tests=enabled
-    -Ddocs=disabled
-    -Dgit_werror=disabled
-    -Ddriver_qemu=enabled -Dqemu_user=root -Dqemu_group=root
-    -Ddriver_remote=enabled -Ddriver_libvirtd=enabled
-    -Ddriver_test=enabled -Ddriver_secrets=enabled
-    -Dstorage_dir=enabled -Dstorage_fs=enabled
-    -Djson_c=enabled -Dreadline=enabled -Dlibnl=enabled -Dcapng=enabled
-)
+lv_meson_opts "$prefix"
 if [ ! -f "$obj/build.ninja" ]; then
     msg "configure $(basename "$obj")"
-    meson setup "$obj" "$src" "${opts[@]}" > "$obj.configure.log" 2>&1 || {
+    meson setup "$obj" "$src" "${MESON_OPTS[@]}" > "$obj.configure.log" 2>&1 || {
         tail -30 "$obj.configure.log" >&2; die "meson setup failed (full log: $obj.configure.log)"; }
 fi
 msg "build $(basename "$obj")"

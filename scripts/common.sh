@@ -18,7 +18,7 @@ STOCK_SRC_DIR=$BUILD_DIR/libvirt-stock   # pristine v11.3.0 worktree
 STOCK_OBJ_DIR=$BUILD_DIR/obj-stock
 STOCK_PREFIX=$BUILD_DIR/install-stock
 
-PATCH_DIR=$TOP/patches
+PATCH_DIR=${LVT_PATCH_DIR:-$TOP/patches}
 
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
 export CCACHE_BASEDIR=$TOP
@@ -28,3 +28,27 @@ export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-time_macros,include_file_mtime,inc
 
 msg() { echo "==> $*"; }
 die() { echo "error: $*" >&2; exit 1; }
+
+# meson options for every libvirt build: what the mission needs, nothing more.
+# Sets the array MESON_OPTS for install prefix $1.
+lv_meson_opts() {
+    local prefix=$1
+    MESON_OPTS=(
+        --prefix="$prefix"
+        --native-file="$TOP/scripts/meson-native.ini"
+        -Dbuildtype=debugoptimized
+        -Dauto_features=disabled
+        -Dsystem=false
+        -Drunstatedir="$prefix/var/run"   # not the machine's /run/libvirt
+        -Dinit_script=none
+        -Dtests=enabled -Dexpensive_tests=enabled
+        -Ddocs=disabled
+        -Dgit_werror=disabled             # warnings are caught by build.sh instead
+        -Ddriver_qemu=enabled -Dqemu_user=root -Dqemu_group=root
+        -Ddriver_remote=enabled -Ddriver_libvirtd=enabled
+        -Ddriver_test=enabled -Ddriver_secrets=enabled
+        -Dstorage_dir=enabled -Dstorage_fs=enabled
+        -Djson_c=enabled -Dreadline=enabled -Dcapng=enabled
+        -Dlibnl=enabled                   # 11.3.0 does not compile on Linux without it
+    )
+}

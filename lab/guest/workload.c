@@ -104,6 +104,7 @@ static double mem_rate = 32;          /* MiB/s */
 static atomic_ulong mem_gen;
 static atomic_ulong mem_err;
 static atomic_ulong mem_pages;
+static int inject_mem_fault;          /* -X: self-test of the verifier */
 
 static void
 page_fill(uint64_t *w, uint32_t idx, uint64_t gen)
@@ -163,6 +164,8 @@ mem_thread(void *opaque)
                 pace(start, (p + 1) * (double)PAGE / (1024 * 1024), mem_rate);
         }
         atomic_store(&mem_gen, gen);
+        if (inject_mem_fault && gen == 2)
+            mem[PAGE * (npages / 2) + 100] ^= 0x01;   /* must be caught next pass */
     }
     return NULL;
 }
@@ -276,8 +279,9 @@ static void
 usage(void)
 {
     fprintf(stderr,
-            "usage: workload [-m MiB] [-r MiB/s] [-b ring-blocks] [-w blocks/s] [disk...]\n"
-            "  disk is a device name under /dev, e.g. vdb\n");
+            "usage: workload [-m MiB] [-r MiB/s] [-b ring-blocks] [-w blocks/s] [-X] [disk...]\n"
+            "  disk is a device name under /dev (vdb) or a path\n"
+            "  -X flips one memory bit after pass 2 (verifier self-test)\n");
     exit(2);
 }
 
@@ -290,12 +294,13 @@ main(int argc, char **argv)
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     crc_init();
-    while ((c = getopt(argc, argv, "m:r:b:w:")) != -1) {
+    while ((c = getopt(argc, argv, "m:r:b:w:X")) != -1) {
         switch (c) {
         case 'm': mem_mib = strtoul(optarg, NULL, 10); break;
         case 'r': mem_rate = strtod(optarg, NULL); break;
         case 'b': ring_blocks = strtoul(optarg, NULL, 10); break;
         case 'w': disk_rate = strtod(optarg, NULL); break;
+        case 'X': inject_mem_fault = 1; break;
         default: usage();
         }
     }
@@ -303,8 +308,13 @@ main(int argc, char **argv)
         struct disk *d = &disks[ndisks++];
         uint64_t bytes = 0;
         int fd;
-        snprintf(d->name, sizeof(d->name), "%s", argv[optind]);
-        snprintf(d->path, sizeof(d->path), "/dev/%s", argv[optind]);
+        const char *slash = strrchr(argv[optind], '/');
+        /* "vdb" means /dev/vdb; a path is used as it is (host self-tests) */
+        snprintf(d->name, sizeof(d->name), "%s", slash ? slash + 1 : argv[optind]);
+        if (slash)
+            snprintf(d->path, sizeof(d->path), "%s", argv[optind]);
+        else
+            snprintf(d->path, sizeof(d->path), "/dev/%s", argv[optind]);
         d->nblocks = ring_blocks;
         d->rate = disk_rate;
         if ((fd = open(d->path, O_RDONLY)) >= 0) {

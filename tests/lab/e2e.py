@@ -137,8 +137,7 @@ def verify_migrated(a, b, g, postcopy=False, storage=None):
         last = stats[-1]
         b.virsh("destroy", GNAME)
         for d in g.disks:
-            image = os.path.join(b.private, os.path.basename(d["path"]))
-            verify_disk(image, d["dev"], g.ring, last["disks"][d["dev"]]["seq"],
+            verify_disk(b, d["path"], d["dev"], g.ring, last["disks"][d["dev"]]["seq"],
                         d.get("base_blocks", 0))
     return src, dst
 

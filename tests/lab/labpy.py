@@ -68,6 +68,15 @@ class Host:
         if self.split:
             args.append("--split")
         run(args, timeout=120)
+        # Prove which build this host runs: the daemons' executables.
+        want = os.path.join(BUILD, "install-stock" if self.stock else "install", "sbin")
+        pids = self.daemon_pids()
+        check(pids, "no libvirt daemon found on host %s" % self.name)
+        for comm, pid in pids.items():
+            exe = os.readlink("/proc/%d/exe" % pid)
+            check(os.path.dirname(exe) == want, "%s on %s runs %s, expected %s" % (comm, self.name, exe, want))
+        expect = {"virtproxyd", "virtqemud"} if self.split else {"libvirtd"}
+        check(expect <= set(pids), "host %s runs %s, expected %s" % (self.name, sorted(pids), sorted(expect)))
 
     def stop(self):
         run([LABSH, "stop", self.name], check_rc=False)
@@ -268,8 +277,11 @@ def make_disk(path, fmt="raw", size_mib=32, backing=None, base_blocks=0, ring=10
         os.unlink(raw)
 
 
-def verify_disk(image, dev, ring, reported, base_blocks=0):
-    p = run(["python3", os.path.join(TOP, "lab", "verify-disk.py"), image, "--name", dev,
+def verify_disk(host, image, dev, ring, reported, base_blocks=0):
+    """Verify an image as the host sees it (inside its mount namespace, so
+    backing chains resolve to the host's own files)."""
+    ns_pid = open(os.path.join(host.dir, "pid")).read().strip()
+    p = run(["nsenter", "--target", ns_pid, "--mount", "python3", os.path.join(TOP, "lab", "verify-disk.py"), image, "--name", dev,
              "--ring", str(ring), "--reported", str(reported),
              "--base-pattern", str(base_blocks)], check_rc=False)
     log(p.stdout.strip().splitlines()[-1] if p.stdout.strip() else p.stderr.strip())

@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+"""make bench: tunnelled vs native live migration, measured side by side.
+
+Modes run interleaved (round-robin), BENCH_RUNS times each (default 3), on
+the same guest and workload; the table reports medians and the ratio of each
+mode to its native baseline *measured in the same run*.  Also measured: the
+loopback TCP ceiling between the two host addresses, and CPU seconds spent
+by each libvirt daemon and each QEMU during the migration.
+
+Output: a table on stdout, build/bench/result.json and build/bench/bench.png.
+"""
+import json
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lab"))
+import e2e  # noqa: E402
+from labpy import BUILD, Failure, Guest, jobinfo  # noqa: E402
+
+OUT = os.path.join(BUILD, "bench")
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+WL_MEM, WL_RATE, GUEST_MEM = 128, 64, 512
+
+# name: (flags, transport, baseline)
+MODES = {
+    "native-tcp": (["live", "p2p"], "tcp", None),
+    "native-tls": (["live", "p2p", "tls"], "tcp", None),
+    "tunnel-tcp": (["live", "p2p", "tunnelled"], "tcp", "native-tcp"),
+    "tunnel-tls": (["live", "p2p", "tunnelled"], "tls", "native-tls"),
+}
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    try:
+        f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / CLK
+    except (OSError, IndexError):
+        return None
+
+
+class CpuSampler(threading.Thread):
+    """Sample CPU time of both hosts' daemons and QEMUs during a migration.
+    The source QEMU exits at the end, so its last sample is kept."""
+
+    def __init__(self, a, b):
+        super().__init__(daemon=True)
+        self.hosts = {"A": a, "B": b}
+        self.first, self.last = {}, {}
+        self.stop = threading.Event()
+
+    def sample(self):
+        for hn, h in self.hosts.items():
+            procs = {"%s %s" % (hn, k): p for k, p in h.daemon_pids().items()}
+            for p in h.qemu_pids():
+                procs["%s qemu" % hn] = p
+            for k, p in procs.items():
+                c = cpu_seconds(p)
+                if c is None:
+                    continue
+                self.first.setdefault(k, c)
+                self.last[k] = c
+
+    def run(self):
+        while not self.stop.is_set():
+            self.sample()
+            time.sleep(0.1)
+
+    def result(self):
+        return {k: round(self.last[k] - self.first[k], 2) for k in self.last}
+
+
+def loopback_ceiling(seconds=2.0):
+    """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.3", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    got = [0]
+
+    def sink():
+        c, _ = srv.accept()
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            got[0] += len(d)
+        c.close()
+    t = threading.Thread(target=sink)
+    t.start()
+    cl = socket.socket()
+    cl.bind(("127.0.0.2", 0))
+    cl.connect(("127.0.0.3", port))
+    buf = b"\0" * (1 << 20)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        cl.sendall(buf)
+    cl.close()
+    t.join()
+    dt = time.monotonic() - t0
+    srv.close()
+    return got[0] / dt / (1 << 20)
+
+
+def num(s, default=0.0):
+    try:
+        return float(s.split()[0])
+    except (AttributeError, ValueError, IndexError):
+        return default
+
+
+def one_run(lab, mode):
+    flags, transport, _ = MODES[mode]
+    a, b = lab.hosts("patched", "patched")
+    g = Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
+    e2e.boot(a, g)
+    sampler = CpuSampler(a, b)
+    sampler.sample()
+    sampler.start()
+    t0 = time.monotonic()
+    rc, out = e2e.migrate(a, b, flags, transport=transport)
+    wall = time.monotonic() - t0
+    sampler.stop.set()
+    sampler.join()
+    if rc != 0:
+        raise Failure("%s: migration failed: %s" % (mode, out))
+    g.wait_progress(b, "guest progress on B", timeout=60)
+    g.check_clean(b)
+    src = jobinfo(a, e2e.GNAME)
+    return {
+        "throughput_mib_s": num(src.get("Memory bandwidth")),
+        "total_s": num(src.get("Time elapsed")) / 1000,
+        "wall_s": round(wall, 2),
+        "downtime_ms": num(src.get("Total downtime")),
+        "data_mib": num(src.get("Data processed")) * (1024 if "GiB" in src.get("Data processed", "") else 1),
+        "cpu_s": sampler.result(),
+    }
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    e2e.build_helpers()
+    lab = e2e.Lab()
+    runs = {m: [] for m in MODES}
+    try:
+        lab.hosts("patched", "patched")
+        ceiling = loopback_ceiling()
+        print("loopback TCP ceiling: %.0f MiB/s" % ceiling, flush=True)
+        for i in range(RUNS):
+            for m in MODES:
+                print("== run %d/%d %s" % (i + 1, RUNS, m), flush=True)
+                runs[m].append(one_run(lab, m))
+                lab.cleanup()
+    finally:
+        lab.cleanup()
+        lab.stop()
+
+    med = {}
+    for m, rs in runs.items():
+        cpu_keys = sorted({k for r in rs for k in r["cpu_s"]})
+        med[m] = {k: statistics.median(r[k] for r in rs)
+                  for k in ("throughput_mib_s", "total_s", "downtime_ms", "data_mib")}
+        med[m]["cpu_s"] = {k: statistics.median(r["cpu_s"].get(k, 0) for r in rs) for k in cpu_keys}
+        med[m]["daemon_ms_per_mib"] = round(1000 * sum(
+            v for k, v in med[m]["cpu_s"].items() if "qemu" not in k) / max(med[m]["data_mib"], 1), 2)
+        base = MODES[m][2]
+        med[m]["ratio"] = (med[m]["throughput_mib_s"] / med[base]["throughput_mib_s"]
+                           if base and med[base]["throughput_mib_s"] else None)
+
+    print()
+    print("Median of %d interleaved runs; guest %d MiB, dirtying %d MiB at %d MiB/s; "
+          "loopback ceiling %.0f MiB/s" % (RUNS, GUEST_MEM, WL_MEM, WL_RATE, ceiling))
+    hdr = "%-11s %9s %8s %9s %9s %11s %-10s  %s" % (
+        "mode", "MiB/s", "total s", "downtime", "data MiB", "daemon ms/", "vs native", "CPU seconds")
+    print(hdr)
+    print("%-11s %9s %8s %9s %9s %11s" % ("", "", "", "ms", "", "MiB moved"))
+    for m, r in med.items():
+        cpu = " ".join("%s=%.2f" % (k, v) for k, v in sorted(r["cpu_s"].items()))
+        print("%-11s %9.0f %8.2f %9.0f %9.0f %11.2f %-10s  %s" % (
+            m, r["throughput_mib_s"], r["total_s"], r["downtime_ms"], r["data_mib"],
+            r["daemon_ms_per_mib"], "%.2fx" % r["ratio"] if r["ratio"] else "baseline", cpu))
+
+    result = {"runs": RUNS, "guest_mib": GUEST_MEM, "workload_mib": WL_MEM,
+              "workload_rate": WL_RATE, "loopback_mib_s": ceiling,
+              "median": med, "all": runs,
+              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    with open(os.path.join(OUT, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    chart(med, ceiling)
+    print("\nwrote %s/result.json and %s/bench.png" % (OUT, OUT))
+    return 0
+
+
+def chart(med, ceiling):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(med)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    bars = ax1.bar(names, [med[m]["throughput_mib_s"] for m in names],
+                   color=["#4477aa", "#66ccee", "#ee6677", "#ccbb44"][:len(names)])
+    for bar, m in zip(bars, names):
+        r = med[m]["ratio"]
+        ax1.annotate("%.2fx" % r if r else "baseline", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                     ha="center", va="bottom", fontsize=9)
+    ax1.set_ylabel("MiB/s (QEMU memory bandwidth, median)")
+    ax1.set_title("Throughput (loopback ceiling %.0f MiB/s)" % ceiling)
+    ax2.bar(names, [med[m]["daemon_ms_per_mib"] for m in names], color="#888888")
+    ax2.set_ylabel("libvirt daemon CPU ms per MiB moved")
+    ax2.set_title("Daemon cost")
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(os.path.join(OUT, "bench.png"), dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+#!/bin/bash
+# Run the test suites and end with one line "N passed, N failed".
+#   run-tests.sh               libvirt's meson suite + project unit tests + lab e2e
+#   run-tests.sh --unit-only   skip the lab
+#   run-tests.sh --lab-only    only the lab
+# Assumes the tree is built (make build stock guest).
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+
+do_meson=1 do_unit=1 do_lab=1
+case ${1:-} in
+--unit-only) do_lab=0 ;;
+--lab-only) do_meson=0 do_unit=0 ;;
+"") ;;
+*) die "unknown option $1" ;;
+esac
+LOGS=$BUILD_DIR/test-logs
+mkdir -p "$LOGS"
+total_pass=0 total_fail=0
+summary=()
+
+add() {  # add SUITE PASS FAIL [EXTRA]
+    total_pass=$((total_pass + $2)); total_fail=$((total_fail + $3))
+    summary+=("$(printf '%-24s %4d passed, %3d failed%s' "$1" "$2" "$3" "${4:+, $4}")")
+}
+
+if [ $do_meson = 1 ]; then
+    msg "libvirt meson test suite (build/obj)"
+    t0=$SECONDS
+    LC_ALL=C meson test -C "$OBJ_DIR" --no-rebuild --print-errorlogs \
+        --num-processes "$(nproc)" > "$LOGS/meson-test.log" 2>&1
+    rc=$?
+    ok=$(awk '/^Ok:/ {print $2}' "$LOGS/meson-test.log")
+    xf=$(awk '/^Expected Fail:/ {print $3}' "$LOGS/meson-test.log")
+    sk=$(awk '/^Skipped:/ {print $2}' "$LOGS/meson-test.log")
+    bad=0
+    for k in 'Fail:' 'Unexpected Pass:' 'Timeout:'; do
+        n=$(awk -v k="$k" 'index($0, k) == 1 {print $NF}' "$LOGS/meson-test.log")
+        bad=$((bad + ${n:-0}))
+    done
+    if [ -z "$ok" ]; then
+        tail -30 "$LOGS/meson-test.log"; bad=$((bad + 1))
+    elif [ $rc != 0 ] && [ $bad = 0 ]; then
+        bad=1
+    fi
+    [ $bad != 0 ] && grep -E '^ *[0-9]+/[0-9]+ .*(FAIL|TIMEOUT)' "$LOGS/meson-test.log" | head -20
+    add "libvirt meson tests" "$(( ${ok:-0} + ${xf:-0} ))" "$bad" "${sk:-0} skipped, $((SECONDS - t0))s"
+fi
+
+if [ $do_unit = 1 ]; then
+    for t in "$TOP"/tests/unit/*.sh; do
+        msg "project test $(basename "$t")"
+        out=$(bash "$t" 2>&1); echo "$out"
+        p=$(grep -c '^ok - ' <<<"$out"); f=$(grep -c '^not ok - ' <<<"$out")
+        add "$(basename "$t" .sh)" "$p" "$f"
+    done
+fi
+
+if [ $do_lab = 1 ]; then
+    msg "lab end-to-end tests"
+    t0=$SECONDS
+    python3 "$TOP/tests/lab/e2e.py" 2>&1 | tee "$LOGS/e2e.log"
+    line=$(tail -1 "$LOGS/e2e.log")
+    xf=$(sed -n 's/^lab: .* \([0-9]*\) expected failures.*/\1/p' "$LOGS/e2e.log")
+    if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        add "lab e2e" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${xf:-0} of them expected failures, $((SECONDS - t0))s"
+    else
+        add "lab e2e" 0 1 "did not finish"
+    fi
+fi
+
+echo
+echo "=== summary"
+printf '  %s\n' "${summary[@]}"
+echo "$total_pass passed, $total_fail failed"
+[ $total_fail = 0 ]

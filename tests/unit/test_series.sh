@@ -1,0 +1,40 @@
+#!/bin/bash
+# The series round-trips: exporting the tree built from patches/ gives back
+# patches/ byte for byte (stable names, no churn), and the tree's history is
+# v11.3.0 plus exactly one commit per patch.
+set -uo pipefail
+TOP=$(cd "$(dirname "$0")/../.." && pwd)
+. "$TOP/scripts/common.sh"
+fails=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+if [ ! -d "$SRC_DIR/.git" ]; then
+    echo "not ok - no tree in build/libvirt (run make tree)"; exit 1
+fi
+LVT_PATCH_DIR=$tmp "$TOP/scripts/export-series.sh" >/dev/null
+if diff -r "$PATCH_DIR" "$tmp" >/dev/null 2>&1 || { [ -z "$(ls "$PATCH_DIR" 2>/dev/null)" ] && [ -z "$(ls "$tmp")" ]; }; then
+    echo "ok - export of build/libvirt reproduces patches/ exactly"
+else
+    echo "not ok - export differs from patches/ (unexported work, or churn):"
+    diff -r "$PATCH_DIR" "$tmp" | head -20
+    fails=$((fails + 1))
+fi
+n_patches=$(find "$PATCH_DIR" -name '*.patch' 2>/dev/null | wc -l)
+n_commits=$(git -C "$SRC_DIR" rev-list --count v11.3.0..HEAD)
+if [ "$n_patches" = "$n_commits" ]; then
+    echo "ok - tree is v11.3.0 + $n_commits commits, one per patch"
+else
+    echo "not ok - $n_commits commits in the tree but $n_patches patches"
+    fails=$((fails + 1))
+fi
+tag_tree=$(git -C "$SRC_DIR" rev-parse 'v11.3.0^{tree}')
+tar_tree=$(cd "$tmp" && mkdir x && tar -xJf "$CACHE_DIR/$LV_TARBALL" -C x --strip-components=1 &&
+           cd x && git init -q && git add -A -f && git write-tree)
+if [ "$tag_tree" = "$tar_tree" ]; then
+    echo "ok - v11.3.0 is exactly the verified upstream tarball"
+else
+    echo "not ok - v11.3.0 differs from $LV_TARBALL"
+    fails=$((fails + 1))
+fi
+exit $fails
