@@ -17,8 +17,7 @@ done
 
 if [ "$src" = "$STOCK_SRC_DIR" ] && [ ! -d "$src/.git" ] && [ ! -f "$src/.git" ]; then
     [ -d "$SRC_DIR/.git" ] || "$TOP/scripts/tree.sh"
-    git -C "$SRC_DIR" worktree prune
-    git -C "$SRC_DIR" worktree add -q --detach "$src" v11.3.0
+    lv_worktree "$src" v11.3.0
 fi
 [ -f "$src/meson.build" ] || die "no tree at $src; run 'make tree'"
 
@@ -31,8 +30,8 @@ fi
 msg "build $(basename "$obj")"
 ninja -C "$obj" > "$obj.build.log" 2>&1 || {
     grep -E 'error|FAILED' "$obj.build.log" | head -40 >&2; die "build failed (full log: $obj.build.log)"; }
-if grep -q 'warning:' "$obj.build.log"; then
-    grep 'warning:' "$obj.build.log" | head -20 >&2
+if grep -qE ':[0-9]+: warning: ' "$obj.build.log"; then
+    grep -E ':[0-9]+: warning: ' "$obj.build.log" | head -20 >&2
     die "build produced compiler warnings (see $obj.build.log)"
 fi
 if [ $install = 1 ]; then

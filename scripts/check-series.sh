@@ -7,12 +7,11 @@ set -euo pipefail
 
 WT=$BUILD_DIR/libvirt-series
 OBJ=$BUILD_DIR/obj-series
-git -C "$SRC_DIR" worktree prune
-[ -e "$WT/.git" ] || git -C "$SRC_DIR" worktree add -q --detach "$WT" v11.3.0
+[ -e "$WT/.git" ] || lv_worktree "$WT" v11.3.0
 cd "$WT"
 git am --abort >/dev/null 2>&1 || true
 git checkout -q --detach v11.3.0
-git clean -qfdx
+git clean -qfd
 
 export GIT_AUTHOR_NAME="libvirt-tunnel workspace" GIT_AUTHOR_EMAIL="workspace@localhost"
 export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
@@ -25,8 +24,8 @@ step() {  # step LABEL
     fi
     ninja -C "$OBJ" > "$OBJ.build.log" 2>&1 || {
         grep -E 'error|FAILED' "$OBJ.build.log" | head -20; die "$1: build failed"; }
-    if grep -q 'warning:' "$OBJ.build.log"; then
-        grep 'warning:' "$OBJ.build.log" | head; die "$1: compiler warnings"; fi
+    if grep -qE ':[0-9]+: warning: ' "$OBJ.build.log"; then
+        grep -E ':[0-9]+: warning: ' "$OBJ.build.log" | head; die "$1: compiler warnings"; fi
     LC_ALL=C meson test -C "$OBJ" --no-rebuild --no-suite syntax-check \
         --num-processes "$(nproc)" > "$OBJ.test.log" 2>&1 || {
         grep -E '(FAIL|TIMEOUT)' "$OBJ.test.log" | head -20; die "$1: unit tests fail (see $OBJ.test.log)"; }

@@ -18,6 +18,18 @@ STOCK_SRC_DIR=$BUILD_DIR/libvirt-stock   # pristine v11.3.0 worktree
 STOCK_OBJ_DIR=$BUILD_DIR/obj-stock
 STOCK_PREFIX=$BUILD_DIR/install-stock
 
+# A git submodule upstream; untracked in our trees (see tree.sh).
+KEYCODEMAPDB=subprojects/keycodemapdb
+
+# Add a detached worktree of build/libvirt at REV, with the submodule copy.
+lv_worktree() {  # lv_worktree DIR REV
+    git -C "$SRC_DIR" worktree prune
+    git -C "$SRC_DIR" worktree add -q --detach "$1" "$2"
+    rm -rf "${1:?}/$KEYCODEMAPDB"
+    mkdir -p "$(dirname "$1/$KEYCODEMAPDB")"
+    cp -a "$SRC_DIR/$KEYCODEMAPDB" "$1/$KEYCODEMAPDB"
+}
+
 PATCH_DIR=${LVT_PATCH_DIR:-$TOP/patches}
 
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
