@@ -30,6 +30,13 @@ lv_worktree() {  # lv_worktree DIR REV
     cp -a "$SRC_DIR/$KEYCODEMAPDB" "$1/$KEYCODEMAPDB"
 }
 
+# Export build/libvirt's commits since v11.3.0 into DIR, byte-stable:
+# no commit ids, no numbering (adding a patch must not rewrite the others).
+lv_format_patch() {  # lv_format_patch DIR
+    git -C "$SRC_DIR" format-patch -q -N --zero-commit --no-signature --abbrev=12 \
+        -o "$1" v11.3.0..HEAD
+}
+
 PATCH_DIR=${LVT_PATCH_DIR:-$TOP/patches}
 
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}

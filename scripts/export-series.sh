@@ -11,7 +11,7 @@ cd "$SRC_DIR"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-git format-patch -q --zero-commit --no-signature --abbrev=12 -o "$tmp" v11.3.0..HEAD
+lv_format_patch "$tmp"
 
 mkdir -p "$PATCH_DIR"
 changed=0

@@ -78,7 +78,7 @@ if [ "${FORCE:-0}" != 1 ]; then
     if [ "$head" != "$have_head" ]; then
         # The developer committed in the tree. Fine if patches/ was exported from it.
         tmp=$(mktemp -d)
-        git format-patch -q --zero-commit --no-signature -o "$tmp" v11.3.0..HEAD
+        lv_format_patch "$tmp"
         if [ "$(cat "$tmp"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$want" ]; then
             rm -rf "$tmp"
             echo "$want $head" > "$stamp"

@@ -10,6 +10,10 @@ is left on B).
 
     e2e.py [-k SUBSTRING] [--list]
 
+LAB_BREAK=disk flips a byte of the migrated disk before it is verified, and
+LAB_BREAK=mem makes the guest flip a memory bit: either must make the cases
+that check them fail (proof that the checks can fail).
+
 Output ends with "N passed, N failed".
 """
 import argparse
@@ -32,6 +36,9 @@ GNAME = "lab-guest"
 REFUSE_POSTCOPY = "post-copy is not supported with tunnelled migration"
 REFUSE_STORAGE = ("migration of non-shared storage is not supported with tunnelled "
                   "migration and this QEMU")
+# Refusals added by the series.
+REFUSE_TUNNEL_TLS = ("TLS migration is not supported with tunnelled migration, the tunnel "
+                     "is protected by the libvirt connection (use a qemu+tls:// destination URI)")
 
 CASES = []
 
@@ -46,6 +53,7 @@ def case(name, a="patched", b="patched", xfail=None):
 
 def build_helpers():
     src = os.path.join(TOP, "tests", "lab", "migrate-api.c")
+    os.makedirs(LAB, exist_ok=True)
     if not os.path.exists(MIGRATE_API) or os.path.getmtime(src) > os.path.getmtime(MIGRATE_API):
         libdir = os.path.join(PREFIX, "lib", "x86_64-linux-gnu")
         run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I" + os.path.join(PREFIX, "include"),
@@ -136,15 +144,29 @@ def verify_migrated(a, b, g, postcopy=False, storage=None):
         stats, _ = parse_console(g.console(b))
         last = stats[-1]
         b.virsh("destroy", GNAME)
+        if os.environ.get("LAB_BREAK") == "disk":
+            # Deliberately break the check: flip one byte of B's first disk.
+            img = os.path.join(b.private, os.path.basename(g.disks[0]["path"]))
+            with open(img, "r+b") as f:
+                f.seek(4096 * 3 + 123)
+                c = f.read(1)
+                f.seek(4096 * 3 + 123)
+                f.write(bytes([c[0] ^ 0xFF]))
+            log("LAB_BREAK=disk: flipped one byte of %s" % img)
         for d in g.disks:
             verify_disk(b, d["path"], d["dev"], g.ring, last["disks"][d["dev"]]["seq"],
                         d.get("base_blocks", 0))
     return src, dst
 
 
-def verify_refused(a, b, g, rc, out, message):
-    """An expected refusal: exact message, guest untouched on A, nothing on B."""
+def verify_refused(a, b, g, rc, out, message, daemons=None):
+    """An expected refusal: exact message, guest untouched on A, nothing on B,
+    and (given the daemons' PIDs from before) no daemon died."""
     check(rc != 0, "migration unexpectedly succeeded")
+    if daemons:
+        for h, before in daemons:
+            check(h.daemon_pids() == before, "a libvirt daemon on %s died or restarted: %s -> %s"
+                  % (h.name, before, h.daemon_pids()))
     check(message in out, "expected refusal %r, got: %s" % (message, out.strip()))
     log("refused as expected: %s" % message)
     check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
@@ -295,6 +317,48 @@ def t_tunnel_from_stock(a, b):
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled"])
     check(rc == 0, "migration failed: %s" % out)
     verify_migrated(a, b, g)
+
+
+@case("tunnelled --tls is refused (was: source daemon crash)")
+def t_tunnel_tls_flag(a, b):
+    g = guest_nodisk(); boot(a, g)
+    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "tls"])
+    verify_refused(a, b, g, rc, out, REFUSE_TUNNEL_TLS, daemons)
+
+
+@case("tunnelled --tls from a stock source is refused by the destination", a="stock")
+def t_tunnel_tls_flag_stock_src(a, b):
+    g = guest_nodisk(); boot(a, g)
+    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "tls"])
+    verify_refused(a, b, g, rc, out, REFUSE_TUNNEL_TLS, daemons)
+
+
+@case("tunnelled Prepare failure returns at once (split destination)", b="patched+split")
+def t_tunnel_prepare_fail_split(a, b):
+    g = guest_nodisk(); boot(a, g)
+    # A different domain already holds the name we migrate to.
+    other = Guest("lab-other")
+    xmlpath = os.path.join(LAB, "lab-other.xml")
+    with open(xmlpath, "w") as f:
+        f.write(other.xml())
+    b.virsh("define", xmlpath)
+    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    # 11.3.0 hangs here forever; the deadline turns a hang into a failure.
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], extra=["--dname", "lab-other"],
+                      timeout=60)
+    check(rc != 0, "migration onto an existing name succeeded")
+    check("already exists" in out, "unexpected error: %s" % out.strip())
+    log("failed at once as it should: %s" % out.strip().splitlines()[-1])
+    for h, before in daemons:
+        check(h.daemon_pids() == before, "a daemon on %s died" % h.name)
+    check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
+    check(b.domstate("lab-other") == "shut off (unknown)", "B's own domain was disturbed: %r"
+          % b.domstate("lab-other"))
+    check(not b.qemu_pids(), "a QEMU was left on the destination")
+    g.wait_progress(a, "guest progress on A", timeout=30)
+    g.check_clean(a)
 
 
 @case("tunnelled --postcopy (migrate-postcopy)", xfail=REFUSE_POSTCOPY)

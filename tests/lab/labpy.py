@@ -189,6 +189,8 @@ class Guest:
         cmdline = ("console=ttyS0 quiet panic=-1 wl_mem=%d wl_rate=%d wl_ring=%d "
                    "wl_wrate=%d wl_disks=%d" % (self.wl_mem, self.wl_rate, self.ring,
                                                 self.wrate, len(self.disks)))
+        if os.environ.get("LAB_BREAK") == "mem":
+            cmdline += " wl_inject=1"
         return """<domain type='qemu'>
   <name>%(name)s</name>
   <memory unit='MiB'>%(mem)d</memory>
