@@ -59,7 +59,7 @@ fi
 if [ $do_lab = 1 ]; then
     msg "lab end-to-end tests"
     t0=$SECONDS
-    python3 "$TOP/tests/lab/e2e.py" 2>&1 | tee "$LOGS/e2e.log"
+    /usr/bin/python3 "$TOP/tests/lab/e2e.py" 2>&1 | tee "$LOGS/e2e.log"
     line=$(tail -1 "$LOGS/e2e.log")
     xf=$(sed -n 's/^lab: .* \([0-9]*\) expected failures.*/\1/p' "$LOGS/e2e.log")
     if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
