@@ -74,6 +74,24 @@ class CpuSampler(threading.Thread):
         return {k: round(self.last[k] - self.first[k], 2) for k in self.last}
 
 
+class LatencyProbe(threading.Thread):
+    """How responsive is the source daemon while it migrates?  Times
+    `virsh list` against it in a loop (each call a fresh connection)."""
+
+    def __init__(self, host):
+        super().__init__(daemon=True)
+        self.host = host
+        self.samples = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set() and len(self.samples) < 1000:
+            t0 = time.monotonic()
+            self.host.virsh("list", check_rc=False, timeout=60)
+            self.samples.append((time.monotonic() - t0) * 1000)
+            self.stop.wait(0.1)
+
+
 def loopback_ceiling(seconds=2.0):
     """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3."""
     srv = socket.socket()
@@ -121,11 +139,15 @@ def one_run(lab, mode):
     sampler = CpuSampler(a, b)
     sampler.sample()
     sampler.start()
+    probe = LatencyProbe(a)
+    probe.start()
     t0 = time.monotonic()
     rc, out = e2e.migrate(a, b, flags, transport=transport)
     wall = time.monotonic() - t0
     sampler.stop.set()
+    probe.stop.set()
     sampler.join()
+    probe.join()
     if rc != 0:
         raise Failure("%s: migration failed: %s" % (mode, out))
     g.wait_progress(b, "guest progress on B", timeout=60)
@@ -138,6 +160,8 @@ def one_run(lab, mode):
         "downtime_ms": num(src.get("Total downtime")),
         "data_mib": num(src.get("Data processed")) * (1024 if "GiB" in src.get("Data processed", "") else 1),
         "cpu_s": sampler.result(),
+        "src_list_ms_max": round(max(probe.samples), 1) if probe.samples else None,
+        "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,
     }
 
 
@@ -168,6 +192,9 @@ def main():
         cpu_keys = sorted({k for r in rs for k in r["cpu_s"]})
         med[m] = {k: statistics.median(r[k] for r in rs)
                   for k in ("throughput_mib_s", "total_s", "downtime_ms", "data_mib")}
+        for k in ("src_list_ms_median", "src_list_ms_max"):
+            vals = [r[k] for r in rs if r.get(k) is not None]
+            med[m][k] = statistics.median(vals) if vals else None
         med[m]["cpu_s"] = {k: statistics.median(r["cpu_s"].get(k, 0) for r in rs) for k in cpu_keys}
         med[m]["daemon_ms_per_mib"] = round(1000 * sum(
             v for k, v in med[m]["cpu_s"].items() if "qemu" not in k) / max(med[m]["data_mib"], 1), 2)
@@ -178,15 +205,18 @@ def main():
     print()
     print("Median of %d interleaved runs; guest %d MiB, dirtying %d MiB at %d MiB/s; "
           "loopback ceiling %.0f MiB/s" % (RUNS, GUEST_MEM, WL_MEM, WL_RATE, ceiling))
-    hdr = "%-11s %9s %8s %9s %9s %11s %-10s  %s" % (
-        "mode", "MiB/s", "total s", "downtime", "data MiB", "daemon ms/", "vs native", "CPU seconds")
+    hdr = "%-11s %9s %8s %9s %9s %11s %-10s %13s  %s" % (
+        "mode", "MiB/s", "total s", "downtime", "data MiB", "daemon ms/", "vs native",
+        "src virsh list", "CPU seconds")
     print(hdr)
-    print("%-11s %9s %8s %9s %9s %11s" % ("", "", "", "ms", "", "MiB moved"))
+    print("%-11s %9s %8s %9s %9s %11s %10s %13s" % ("", "", "", "ms", "", "MiB moved", "",
+                                                     "med/max ms"))
     for m, r in med.items():
         cpu = " ".join("%s=%.2f" % (k, v) for k, v in sorted(r["cpu_s"].items()))
-        print("%-11s %9.0f %8.2f %9.0f %9.0f %11.2f %-10s  %s" % (
+        lat = "%s/%s" % (r["src_list_ms_median"], r["src_list_ms_max"])
+        print("%-11s %9.0f %8.2f %9.0f %9.0f %11.2f %-10s %13s  %s" % (
             m, r["throughput_mib_s"], r["total_s"], r["downtime_ms"], r["data_mib"],
-            r["daemon_ms_per_mib"], "%.2fx" % r["ratio"] if r["ratio"] else "baseline", cpu))
+            r["daemon_ms_per_mib"], "%.2fx" % r["ratio"] if r["ratio"] else "baseline", lat, cpu))
 
     result = {"runs": RUNS, "guest_mib": GUEST_MEM, "workload_mib": WL_MEM,
               "workload_rate": WL_RATE, "loopback_mib_s": ceiling,

@@ -466,6 +466,8 @@ def main():
         return 0
 
     build_helpers()
+    # A previous run killed hard may have left hosts behind.
+    run([os.path.join(TOP, "lab", "lab.sh"), "stop-all"], check_rc=False)
     lab = Lab()
     passed, failed, xfailed = [], [], []
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
