@@ -16,7 +16,7 @@ BUILD_PKGS=(
     libxml2-dev libxml2-utils xsltproc libglib2.0-dev libgnutls28-dev
     libnl-3-dev libnl-route-3-dev libjson-c-dev libreadline-dev
     libtirpc-dev libcap-ng-dev
-    dwarves augeas-tools locales
+    dwarves augeas-tools locales valgrind
 )
 LAB_PKGS=(
     gnutls-bin busybox-static cpio iproute2 util-linux socat
