@@ -55,8 +55,9 @@ class CpuSampler(threading.Thread):
 
     def sample(self):
         for hn, h in self.hosts.items():
-            procs = {"%s %s" % (hn, k): p for k, p in h.daemon_pids().items()}
-            for p in h.qemu_pids():
+            found = h.procs()   # one /proc walk per host and sample
+            procs = {"%s %s" % (hn, k): p for k, p in h.daemons(found).items()}
+            for p in h.qemus(found):
                 procs["%s qemu" % hn] = p
             for k, p in procs.items():
                 c = cpu_seconds(p)
@@ -135,7 +136,7 @@ def one_run(lab, mode):
     flags, transport, _ = MODES[mode]
     a, b = lab.hosts("patched", "patched")
     g = Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
-    e2e.boot(a, g)
+    g.start(a)
     sampler = CpuSampler(a, b)
     sampler.sample()
     sampler.start()

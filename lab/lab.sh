@@ -66,8 +66,8 @@ cmd_pki() {
     certtool --generate-privkey --key-type=rsa --bits=2048 --outfile "$PKI/cakey.pem" 2>/dev/null
     certtool --generate-self-signed --load-privkey "$PKI/cakey.pem" --template "$PKI/ca.info" \
         --outfile "$PKI/cacert.pem" 2>/dev/null
-    # One certificate good for every lab host (server and client usage),
-    # plus one per host index so QEMU's hostname check is exercised.
+    # One certificate for every lab host and use (libvirt server and client,
+    # QEMU TLS), with every lab address and name as SANs.
     local sans=() i
     for i in $(seq 1 8); do sans+=("$(host_addr "$i")" "lab$i"); done
     cert host "lab host" localhost "${sans[@]}"

@@ -28,12 +28,7 @@ if [ ! -f "$obj/build.ninja" ]; then
         tail -30 "$obj.configure.log" >&2; die "meson setup failed (full log: $obj.configure.log)"; }
 fi
 msg "build $(basename "$obj")"
-ninja -C "$obj" > "$obj.build.log" 2>&1 || {
-    grep -E 'error|FAILED' "$obj.build.log" | head -40 >&2; die "build failed (full log: $obj.build.log)"; }
-if grep -qE ':[0-9]+: warning: ' "$obj.build.log"; then
-    grep -E ':[0-9]+: warning: ' "$obj.build.log" | head -20 >&2
-    die "build produced compiler warnings (see $obj.build.log)"
-fi
+lv_ninja "$obj" "$(basename "$obj")"
 if [ $install = 1 ]; then
     msg "install into $prefix"
     meson install -C "$obj" --quiet > "$obj.install.log" 2>&1 || {

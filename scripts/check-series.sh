@@ -13,8 +13,7 @@ git am --abort >/dev/null 2>&1 || true
 git checkout -q --detach v11.3.0
 git clean -qfd
 
-export GIT_AUTHOR_NAME="libvirt-tunnel workspace" GIT_AUTHOR_EMAIL="workspace@localhost"
-export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+lv_git_identity
 
 step() {  # step LABEL
     if [ ! -f "$OBJ/build.ninja" ]; then
@@ -22,10 +21,7 @@ step() {  # step LABEL
         meson setup "$OBJ" "$WT" "${MESON_OPTS[@]}" \
             > "$OBJ.configure.log" 2>&1 || { tail -20 "$OBJ.configure.log"; die "$1: meson setup failed"; }
     fi
-    ninja -C "$OBJ" > "$OBJ.build.log" 2>&1 || {
-        grep -E 'error|FAILED' "$OBJ.build.log" | head -20; die "$1: build failed"; }
-    if grep -qE ':[0-9]+: warning: ' "$OBJ.build.log"; then
-        grep -E ':[0-9]+: warning: ' "$OBJ.build.log" | head; die "$1: compiler warnings"; fi
+    lv_ninja "$OBJ" "$1"
     LC_ALL=C meson test -C "$OBJ" --no-rebuild --no-suite syntax-check \
         --num-processes "$(nproc)" > "$OBJ.test.log" 2>&1 || {
         grep -E '(FAIL|TIMEOUT)' "$OBJ.test.log" | head -20; die "$1: unit tests fail (see $OBJ.test.log)"; }
@@ -37,7 +33,7 @@ n=0 total=$(find "$PATCH_DIR" -name '*.patch' | wc -l)
 for p in "$PATCH_DIR"/*.patch; do
     [ -e "$p" ] || continue
     n=$((n + 1))
-    git am -q --committer-date-is-author-date "$p" || { git am --abort; die "$(basename "$p") does not apply"; }
+    lv_am "$p"
     step "[$n/$total] $(basename "$p")"
 done
 echo "check-series: all $((n + 1)) steps build and pass"

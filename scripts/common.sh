@@ -39,6 +39,37 @@ lv_format_patch() {  # lv_format_patch DIR
 
 PATCH_DIR=${LVT_PATCH_DIR:-$TOP/patches}
 
+# Fixed identity (and --committer-date-is-author-date) make the pristine
+# commit and every applied patch reproducible: re-applying gives the same ids.
+lv_git_identity() {
+    export GIT_AUTHOR_NAME="libvirt-tunnel workspace" GIT_AUTHOR_EMAIL="workspace@localhost"
+    export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+}
+
+# Apply one patch in the current tree, or abort and stop naming it.
+lv_am() {  # lv_am PATCH
+    if ! git am -q --committer-date-is-author-date "$1"; then
+        git am --abort >/dev/null 2>&1 || true
+        die "patch $(basename "$1") does not apply; fix it in build/libvirt and re-export"
+    fi
+}
+
+# Identity of a series: the hash of its patch files, in order.
+lv_series_hash() {  # lv_series_hash [DIR]
+    cat "${1:-$PATCH_DIR}"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1
+}
+
+# Build a configured tree; any error or compiler warning stops with LABEL.
+lv_ninja() {  # lv_ninja OBJ LABEL
+    ninja -C "$1" > "$1.build.log" 2>&1 || {
+        grep -E 'error|FAILED' "$1.build.log" | head -40 >&2
+        die "$2: build failed (full log: $1.build.log)"; }
+    if grep -qE ':[0-9]+: warning: ' "$1.build.log"; then
+        grep -E ':[0-9]+: warning: ' "$1.build.log" | head -20 >&2
+        die "$2: compiler warnings (see $1.build.log)"
+    fi
+}
+
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/ccache}
 export CCACHE_BASEDIR=$TOP
 export CCACHE_NOHASHDIR=1

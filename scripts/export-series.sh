@@ -31,4 +31,4 @@ done
 n=$(find "$PATCH_DIR" -name '*.patch' | wc -l)
 echo "series: $n patches, $changed files changed"
 # The tree now matches patches/.
-[ -n "${LVT_PATCH_DIR:-}" ] || echo "$(cat "$PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1) $(git rev-parse HEAD)" > "$BUILD_DIR/.tree-stamp"
+[ -n "${LVT_PATCH_DIR:-}" ] || echo "$(lv_series_hash) $(git rev-parse HEAD)" > "$BUILD_DIR/.tree-stamp"

@@ -10,15 +10,8 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-# Fixed identity and dates make the pristine commit and every applied patch
-# reproducible, so re-applying gives the same commit ids.
-export GIT_AUTHOR_NAME="libvirt-tunnel workspace" GIT_AUTHOR_EMAIL="workspace@localhost"
-export GIT_COMMITTER_NAME="$GIT_AUTHOR_NAME" GIT_COMMITTER_EMAIL="$GIT_AUTHOR_EMAIL"
+lv_git_identity
 PRISTINE_DATE="2025-05-01T00:00:00Z"
-
-series_hash() {
-    cat "$PATCH_DIR"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1
-}
 stamp=$BUILD_DIR/.tree-stamp     # "<series hash> <HEAD after apply>"
 
 apply_series() {
@@ -29,13 +22,10 @@ apply_series() {
     local n=0
     for p in "$PATCH_DIR"/*.patch; do
         [ -e "$p" ] || continue
-        if ! git am -q --committer-date-is-author-date "$p"; then
-            git am --abort >/dev/null 2>&1 || true
-            die "patch $(basename "$p") does not apply to the tree; fix it in build/libvirt and re-export"
-        fi
+        lv_am "$p"
         n=$((n + 1))
     done
-    echo "$(series_hash) $(git rev-parse HEAD)" > "$stamp"
+    echo "$(lv_series_hash) $(git rev-parse HEAD)" > "$stamp"
     msg "tree: build/libvirt at v11.3.0 + $n patches"
 }
 
@@ -63,7 +53,7 @@ if [ ! -d "$SRC_DIR/.git" ]; then
 fi
 
 cd "$SRC_DIR"
-want=$(series_hash)
+want=$(lv_series_hash)
 read -r have_series have_head < "$stamp" 2>/dev/null || { have_series=; have_head=; }
 head=$(git rev-parse HEAD)
 
@@ -79,7 +69,7 @@ if [ "${FORCE:-0}" != 1 ]; then
         # The developer committed in the tree. Fine if patches/ was exported from it.
         tmp=$(mktemp -d)
         lv_format_patch "$tmp"
-        if [ "$(cat "$tmp"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1)" = "$want" ]; then
+        if [ "$(lv_series_hash "$tmp")" = "$want" ]; then
             rm -rf "$tmp"
             echo "$want $head" > "$stamp"
             msg "tree: build/libvirt matches patches/"

@@ -3,7 +3,6 @@
 Everything here drives the real lab (lab/lab.sh) and real virsh; nothing is
 mocked.  Waits are polls with deadlines, never fixed sleeps.
 """
-import json
 import os
 import re
 import subprocess
@@ -19,6 +18,9 @@ PREFIX = os.environ.get("LVT_PREFIX", os.path.join(BUILD, "install"))
 VIRSH = os.path.join(PREFIX, "bin", "virsh")
 LABSH = os.path.join(TOP, "lab", "lab.sh")
 CLIENT_PKI = os.path.join(LAB, "pki", "client")
+
+
+DAEMONS = ("libvirtd", "virtqemud", "virtproxyd", "virtlogd")
 
 
 class Failure(Exception):
@@ -99,14 +101,15 @@ class Host:
             return None
         return p.stdout.strip()
 
-    def qemu_pids(self):
-        """QEMU processes of this host (they live in its PID namespace)."""
-        pids = []
-        ns_pid = open(os.path.join(self.dir, "pid")).read().strip()
+    def procs(self):
+        """{comm: [pid, ...]} of every process in this host's PID namespace,
+        from one walk of /proc."""
+        out = {}
         try:
+            ns_pid = open(os.path.join(self.dir, "pid")).read().strip()
             ns = os.readlink("/proc/%s/ns/pid" % ns_pid)
         except OSError:
-            return pids
+            return out
         for p in os.listdir("/proc"):
             if not p.isdigit():
                 continue
@@ -116,26 +119,23 @@ class Host:
                 comm = open("/proc/%s/comm" % p).read().strip()
             except OSError:
                 continue
-            if comm.startswith("qemu-system"):
-                pids.append(int(p))
-        return pids
+            out.setdefault(comm, []).append(int(p))
+        return out
+
+    @staticmethod
+    def qemus(procs):
+        return [p for comm, pids in procs.items() if comm.startswith("qemu-system") for p in pids]
+
+    @staticmethod
+    def daemons(procs):
+        return {comm: pids[0] for comm, pids in procs.items() if comm in DAEMONS}
+
+    def qemu_pids(self):
+        """QEMU processes of this host (libvirt daemonizes them into its namespace)."""
+        return self.qemus(self.procs())
 
     def daemon_pids(self):
-        out = {}
-        ns_pid = open(os.path.join(self.dir, "pid")).read().strip()
-        ns = os.readlink("/proc/%s/ns/pid" % ns_pid)
-        for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
-            try:
-                if os.readlink("/proc/%s/ns/pid" % p) != ns:
-                    continue
-                comm = open("/proc/%s/comm" % p).read().strip()
-            except OSError:
-                continue
-            if comm in ("libvirtd", "virtqemud", "virtproxyd", "virtlogd"):
-                out[comm] = int(p)
-        return out
+        return self.daemons(self.procs())
 
 
 STATUS_RE = re.compile(r"^WL t=(\d+) mem_gen=(\d+) mem_pages=(\d+) mem_err=(\d+)(.*)$")
@@ -219,11 +219,17 @@ class Guest:
 """ % {"name": self.name, "mem": self.mem_mib, "guest": GUEST, "cmdline": cmdline,
        "disks": disks, "console": os.path.join(PRIVATE, self.name + "-console.log")}
 
-    def start(self, host, timeout=90):
+    def start(self, host, persistent=True, timeout=120):
+        """Boot on host and wait until the workload runs.  Persistent by
+        default, so the source keeps its job statistics after migrating."""
         xmlpath = os.path.join(LAB, self.name + ".xml")
         with open(xmlpath, "w") as f:
             f.write(self.xml())
-        host.virsh("create", xmlpath)
+        if persistent:
+            host.virsh("define", xmlpath)
+            host.virsh("start", self.name)
+        else:
+            host.virsh("create", xmlpath)
         self.wait_progress(host, "workload running on %s" % host.name, timeout=timeout)
 
     def wait_progress(self, host, what, timeout=90, min_lines=3):
