@@ -57,6 +57,9 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: migrate-api SRC_URI DOMAIN DEST_URI [options]\n");
         return 2;
     }
+    /* the typed parameter helpers need libvirt's error state set up */
+    if (virInitialize() < 0)
+        fail("cannot initialize libvirt");
     for (int i = 4; i < argc; i++) {
         const char *opt = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
