@@ -27,13 +27,14 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from labpy import (Failure, Guest, Host, LAB, PREFIX, PRIVATE, TOP, VIRSH, check,  # noqa: E402
-                   jobinfo, log, make_disk, parse_console, run, verify_disk, wait_for)
+                   LinkProxy, jobinfo, log, make_disk, parse_console, run, verify_disk, wait_for)
 
 MIGRATE_API = os.path.join(LAB, "migrate-api")
 GNAME = "lab-guest"
 
 # Today's refusals (libvirt 11.3.0).  Later issues flip these cases to passing.
 REFUSE_POSTCOPY = "post-copy is not supported with tunnelled migration"
+REFUSE_POSTCOPY_DEST = "destination libvirt does not support post-copy with tunnelled migration"
 REFUSE_STORAGE = ("migration of non-shared storage is not supported with tunnelled "
                   "migration and this QEMU")
 # Refusals added by the series.
@@ -63,9 +64,10 @@ def build_helpers():
 # ---------------------------------------------------------------- migration
 
 def migrate(a, b, flags, transport="tcp", api=False, switch_postcopy=False,
-            extra=(), timeout=300):
-    """Migrate GNAME from a to b.  Returns (rc, output)."""
-    dest = b.uri(transport)
+            extra=(), timeout=300, dest=None, during=None):
+    """Migrate GNAME from a to b.  Returns (rc, output).  during(proc) runs
+    once precopy is moving (after the post-copy switch if one was asked)."""
+    dest = dest or b.uri(transport)
     if api:
         args = [MIGRATE_API, a.client_uri(), GNAME, dest]
         for f in flags:
@@ -77,7 +79,7 @@ def migrate(a, b, flags, transport="tcp", api=False, switch_postcopy=False,
     log("$ " + " ".join(os.path.basename(x) if x in (VIRSH, MIGRATE_API) else x for x in args))
     t0 = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if switch_postcopy:
+    if switch_postcopy or during:
         # Wait until precopy is moving, then switch, as an operator would.
         def running():
             if proc.poll() is not None:
@@ -86,9 +88,11 @@ def migrate(a, b, flags, transport="tcp", api=False, switch_postcopy=False,
             return (info.get("Job type") == "Unbounded" and
                     float(info.get("Memory processed", "0 B").split()[0]) > 0)
         wait_for("precopy to start", running, 120)
-        if proc.poll() is None:
+        if switch_postcopy and proc.poll() is None:
             p = a.virsh("migrate-postcopy", GNAME, check_rc=False)
             log("$ virsh migrate-postcopy %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
+        if during and proc.poll() is None:
+            during(proc)
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -340,19 +344,154 @@ def t_tunnel_prepare_fail_split(a, b):
           % b.domstate("lab-other"))
 
 
-@case("tunnelled --postcopy (migrate-postcopy)", xfail=REFUSE_POSTCOPY)
+def tunnel_postcopy(a, b, switch, transport="tcp", api=False):
+    """A busy guest that cannot converge at 8 MiB/s: post-copy must finish it,
+    with the destination's page requests served through the tunnel."""
+    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    flags = ["live", "p2p", "tunnelled", "postcopy"]
+    if switch == "after":
+        flags.append("postcopy-after-precopy")
+    rc, out = migrate(a, b, flags, transport=transport, api=api,
+                      switch_postcopy=(switch == "command"), extra=["--bandwidth", "8"])
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True)
+
+
+@case("tunnelled postcopy (migrate-postcopy) over qemu+tcp")
 def t_tunnel_postcopy(a, b):
+    tunnel_postcopy(a, b, "command")
+
+
+@case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tcp")
+def t_tunnel_postcopy_after(a, b):
+    tunnel_postcopy(a, b, "after")
+
+
+@case("tunnelled postcopy (migrate-postcopy) over qemu+tls")
+def t_tunnel_postcopy_tls(a, b):
+    tunnel_postcopy(a, b, "command", transport="tls")
+
+
+@case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tls")
+def t_tunnel_postcopy_after_tls(a, b):
+    tunnel_postcopy(a, b, "after", transport="tls")
+
+
+@case("tunnelled postcopy via virDomainMigrateToURI3, split destination", b="patched+split")
+def t_tunnel_postcopy_api_split(a, b):
+    tunnel_postcopy(a, b, "command", api=True)
+
+
+@case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tls, split destination",
+      b="patched+split")
+def t_tunnel_postcopy_split(a, b):
+    tunnel_postcopy(a, b, "after", transport="tls")
+
+
+@case("tunnelled --postcopy patched -> stock is refused before anything starts", b="stock")
+def t_tunnel_postcopy_to_stock(a, b):
+    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy"], extra=["--bandwidth", "8"])
+    verify_refused(a, b, g, rc, out, REFUSE_POSTCOPY_DEST)
+
+
+@case("tunnelled --postcopy stock -> patched is refused by the stock source", a="stock")
+def t_tunnel_postcopy_from_stock(a, b):
     g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy"], extra=["--bandwidth", "8"])
     verify_refused(a, b, g, rc, out, REFUSE_POSTCOPY)
 
 
-@case("tunnelled --postcopy-after-precopy", xfail=REFUSE_POSTCOPY)
-def t_tunnel_postcopy_after(a, b):
+def mib_processed(a):
+    info = jobinfo(a, GNAME, completed=False)
+    v = info.get("Memory processed", "0 B").split()
+    return float(v[0]) * {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(v[1], 0)
+
+
+@case("tunnelled precopy: link cut keeps the guest running on the source")
+def t_tunnel_cut_precopy(a, b):
     g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
-    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "postcopy-after-precopy"],
-                      extra=["--bandwidth", "8"])
-    verify_refused(a, b, g, rc, out, REFUSE_POSTCOPY)
+    proxy = LinkProxy(b.addr)
+
+    def cut(proc):
+        wait_for("16 MiB through the tunnel", lambda: proc.poll() is not None
+                 or mib_processed(a) > 16, 60)
+        log("cutting the link after %d bytes" % proxy.bytes)
+        proxy.cut()
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], dest=proxy.uri(), during=cut,
+                      extra=["--bandwidth", "8"], timeout=120)
+    check(rc != 0, "migration succeeded although the link was cut")
+    log("error: %s" % out.strip().splitlines()[-1])
+    sa = a.domstate(GNAME)
+    check(sa.startswith("running"), "source state %r, expected running" % sa)
+    wait_for("the destination to clean up", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    g.wait_progress(a, "guest progress on A after the cut", timeout=30)
+    g.check_clean(a)
+
+
+@case("tunnelled postcopy: link cut stops the guest on both hosts; native resume recovers it")
+def t_tunnel_cut_postcopy(a, b):
+    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    proxy = LinkProxy(b.addr)
+
+    def cut(proc):
+        wait_for("post-copy", lambda: proc.poll() is not None
+                 or a.domstate(GNAME) == "paused (post-copy)", 60)
+        wait_for("pages after the switch", lambda: proc.poll() is not None
+                 or mib_processed(a) > 24, 60)
+        log("cutting the link after %d bytes" % proxy.bytes)
+        proxy.cut()
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy"], dest=proxy.uri(),
+                      switch_postcopy=True, during=cut,
+                      extra=["--bandwidth", "8", "--postcopy-bandwidth", "4"], timeout=120)
+    check(rc != 0, "migration succeeded although the link was cut")
+    msg = out.strip().splitlines()[-1]
+    log("error: %s" % msg)
+    check("post-copy resume that is not tunnelled" in msg, "the error does not say how to recover")
+    try:
+        wait_for("both sides to fail post-copy",
+                 lambda: a.domstate(GNAME) == "paused (post-copy failed)"
+                 and b.domstate(GNAME) in ("paused (post-copy failed)",
+                                           "running (post-copy failed)"), 60)
+    finally:
+        log("state: A=%s B=%s" % (a.domstate(GNAME), b.domstate(GNAME)))
+    # A tunnel cannot resume; the error and the docs say so.
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "postcopy-resume"])
+    check(rc != 0 and "post-copy recovery is not supported with tunnelled migration" in out,
+          "tunnelled resume: %s" % out.strip())
+    # Native recovery (QEMU connects directly) works and nothing was lost.
+    rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-resume"],
+                      extra=["--postcopy-bandwidth", "1000"])
+    check(rc == 0, "native post-copy recovery failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True)
+
+
+@case("native postcopy recovery after domjobabort --postcopy (was: destination daemon crash)")
+def t_native_postcopy_resume(a, b):
+    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+
+    def pause(proc):
+        wait_for("post-copy", lambda: proc.poll() is not None
+                 or a.domstate(GNAME) == "paused (post-copy)", 60)
+        p = a.virsh("domjobabort", "--postcopy", GNAME, check_rc=False)
+        log("$ virsh domjobabort --postcopy %s -> rc %d %s" % (GNAME, p.returncode,
+                                                               p.stderr.strip()))
+    rc, out = migrate(a, b, ["live", "p2p", "postcopy"], switch_postcopy=True, during=pause,
+                      extra=["--bandwidth", "8", "--postcopy-bandwidth", "4"], timeout=120)
+    check(rc != 0, "migration was not interrupted")
+    wait_for("both sides to wait for recovery",
+             lambda: a.domstate(GNAME) == "paused (post-copy failed)"
+             and b.domstate(GNAME) in ("paused (post-copy failed)",
+                                       "running (post-copy failed)"), 60)
+    rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-resume"],
+                      extra=["--postcopy-bandwidth", "1000"])
+    for h, before in daemons:
+        check(h.daemon_pids() == before, "a libvirt daemon on %s died: %s -> %s"
+              % (h.name, before, h.daemon_pids()))
+    check(rc == 0, "post-copy recovery failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True)
 
 
 @case("tunnelled --copy-storage-all", xfail=REFUSE_STORAGE)
@@ -377,18 +516,18 @@ def t_tunnel_migrate_disks(a, b):
     verify_refused(a, b, g, rc, out, REFUSE_STORAGE)
 
 
-@case("headline: --live --p2p --tunnelled --postcopy --copy-storage-all", xfail=REFUSE_POSTCOPY)
+@case("headline: --live --p2p --tunnelled --postcopy --copy-storage-all", xfail=REFUSE_STORAGE)
 def t_headline(a, b):
     g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"])
-    verify_refused(a, b, g, rc, out, REFUSE_POSTCOPY)
+    verify_refused(a, b, g, rc, out, REFUSE_STORAGE)
 
 
-@case("headline via virDomainMigrateToURI3", xfail=REFUSE_POSTCOPY)
+@case("headline via virDomainMigrateToURI3", xfail=REFUSE_STORAGE)
 def t_headline_api(a, b):
     g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"], api=True)
-    verify_refused(a, b, g, rc, out, REFUSE_POSTCOPY)
+    verify_refused(a, b, g, rc, out, REFUSE_STORAGE)
 
 
 # ---------------------------------------------------------------- runner

@@ -307,3 +307,80 @@ def jobinfo(host, dom, completed=True):
             k, v = line.split(":", 1)
             info[k.strip()] = v.strip()
     return info
+
+
+class LinkProxy:
+    """A TCP forwarder on loopback standing in for the network between two
+    hosts, so a test can cut the link in the middle of a migration.
+
+    Bounded: at most `max_conns` connections; every thread exits once cut()
+    closed the sockets."""
+
+    def __init__(self, target_host, target_port=16509, max_conns=16):
+        import socket
+        import threading
+        self._socket, self._threading = socket, threading
+        self.target = (target_host, target_port)
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(8)
+        self.port = self.lsock.getsockname()[1]
+        self.max_conns = max_conns
+        self.conns = []
+        self.bytes = 0
+        self.lock = threading.Lock()
+        self.cut_done = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def uri(self):
+        return "qemu+tcp://127.0.0.1:%d/system" % self.port
+
+    def _accept(self):
+        for _ in range(self.max_conns):
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            s = self._socket.create_connection(self.target, timeout=10)
+            s.settimeout(None)
+            with self.lock:
+                if self.cut_done:
+                    c.close(); s.close()
+                    return
+                self.conns += [c, s]
+            for src, dst in ((c, s), (s, c)):
+                self._threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _pipe(self, src, dst):
+        while True:
+            try:
+                data = src.recv(262144)
+                if not data:
+                    break
+                dst.sendall(data)
+                with self.lock:
+                    self.bytes += len(data)
+            except OSError:
+                break
+        try:
+            dst.shutdown(self._socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def cut(self):
+        """Cut the link: every connection is reset at once."""
+        import struct
+        with self.lock:
+            self.cut_done = True
+            for s in self.conns:
+                try:
+                    # RST, as a dead link eventually looks to both ends
+                    s.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_LINGER,
+                                 struct.pack("ii", 1, 0))
+                    s.close()
+                except OSError:
+                    pass
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
