@@ -25,13 +25,18 @@ OUT = os.path.join(BUILD, "bench")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 WL_MEM, WL_RATE, GUEST_MEM = 128, 64, 512
 
-# name: (flags, transport, baseline)
+# name: (flags, transport, baseline); "postcopy" modes switch with
+# migrate-postcopy as soon as precopy moves, as an operator would.
 MODES = {
     "native-tcp": (["live", "p2p"], "tcp", None),
     "native-tls": (["live", "p2p", "tls"], "tcp", None),
     "tunnel-tcp": (["live", "p2p", "tunnelled"], "tcp", "native-tcp"),
     "tunnel-tls": (["live", "p2p", "tunnelled"], "tls", "native-tls"),
+    "native-pc": (["live", "p2p", "postcopy"], "tcp", None),
+    "tunnel-pc": (["live", "p2p", "tunnelled", "postcopy"], "tcp", "native-pc"),
 }
+if os.environ.get("BENCH_MODES"):
+    MODES = {m: MODES[m] for m in os.environ["BENCH_MODES"].split(",")}
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -143,7 +148,8 @@ def one_run(lab, mode):
     probe = LatencyProbe(a)
     probe.start()
     t0 = time.monotonic()
-    rc, out = e2e.migrate(a, b, flags, transport=transport)
+    rc, out = e2e.migrate(a, b, flags, transport=transport,
+                          switch_postcopy="postcopy" in flags)
     wall = time.monotonic() - t0
     sampler.stop.set()
     probe.stop.set()
@@ -163,6 +169,7 @@ def one_run(lab, mode):
         "cpu_s": sampler.result(),
         "src_list_ms_max": round(max(probe.samples), 1) if probe.samples else None,
         "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,
+        "postcopy_requests": num(src.get("Postcopy requests")),
     }
 
 
@@ -192,7 +199,8 @@ def main():
     for m, rs in runs.items():
         cpu_keys = sorted({k for r in rs for k in r["cpu_s"]})
         med[m] = {k: statistics.median(r[k] for r in rs)
-                  for k in ("throughput_mib_s", "total_s", "downtime_ms", "data_mib")}
+                  for k in ("throughput_mib_s", "total_s", "downtime_ms", "data_mib",
+                            "postcopy_requests")}
         for k in ("src_list_ms_median", "src_list_ms_max"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             med[m][k] = statistics.median(vals) if vals else None
@@ -201,7 +209,7 @@ def main():
             v for k, v in med[m]["cpu_s"].items() if "qemu" not in k) / max(med[m]["data_mib"], 1), 2)
         base = MODES[m][2]
         med[m]["ratio"] = (med[m]["throughput_mib_s"] / med[base]["throughput_mib_s"]
-                           if base and med[base]["throughput_mib_s"] else None)
+                           if base in med and med[base]["throughput_mib_s"] else None)
 
     print()
     print("Median of %d interleaved runs; guest %d MiB, dirtying %d MiB at %d MiB/s; "
