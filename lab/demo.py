@@ -8,7 +8,8 @@ writing memory and disk, runs
 
 and checks the guest on B the way the tests do.  Where the series does not
 support the command yet, the demo shows the refusal and proves the guest is
-unharmed on A: that is the mission's gap, stated honestly.
+unharmed on A: that is the mission's gap, stated honestly.  It then shows
+what already works: a busy guest moved with tunnelled post-copy.
 """
 import os
 import sys
@@ -43,11 +44,28 @@ def main():
             print("== the migration was refused:")
             print("   " + refusal)
             last = e2e.verify_refused(a, b, g, mrc, out, refusal)
-            print("== summary")
-            print("   This build of libvirt cannot carry post-copy and storage through the tunnel yet.")
-            print("   Nothing was lost: the guest still runs on A (workload t=%ds, %d memory passes, "
-                  "0 memory errors, disk seq %d, 0 disk errors), nothing was left on B."
+            print("== nothing was lost: the guest still runs on A (workload t=%ds, %d memory "
+                  "passes, 0 memory errors, disk seq %d, 0 disk errors), nothing was left on B."
                   % (last["t"], last["gen"], last["disks"]["vda"]["seq"]))
+            lab.cleanup()
+            # What the series already carries: post-copy through the tunnel.
+            pc = ["live", "p2p", "tunnelled", "postcopy"]
+            g = e2e.Guest(e2e.GNAME, wl_mem=128, wl_rate=200)
+            print("== booting a busy guest (dirtying 128 MiB at 200 MiB/s) that pre-copy at "
+                  "8 MiB/s cannot converge")
+            g.start(a)
+            print("== migrating: virsh migrate --verbose %s --bandwidth 8, then "
+                  "virsh migrate-postcopy" % " ".join("--" + f for f in pc))
+            mrc, out = e2e.migrate(a, b, pc, switch_postcopy=True, extra=["--bandwidth", "8"])
+            print(out.rstrip())
+            if mrc != 0:
+                raise Failure("tunnelled post-copy failed: %s" % out.strip())
+            src, _ = e2e.verify_migrated(a, b, g, postcopy=True)
+            print("== summary")
+            print("   Storage cannot go through the tunnel yet (the refusal above, issue 5).")
+            print("   Post-copy does: %s of memory moved, %s post-copy page requests served "
+                  "through the tunnel; guest running on B with memory verified."
+                  % (src.get("Memory processed"), src.get("Postcopy requests")))
             rc = 0
         else:
             src, _ = e2e.verify_migrated(a, b, g, postcopy=False, storage=True)
