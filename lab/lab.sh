@@ -79,6 +79,9 @@ host_uuid() { printf '%s' "$1" | md5sum | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{
 cmd_start() {
     local name=$1 idx=$2; shift 2
     local stock=0 split=0
+    # LAB_VALGRIND=1: a patched monolithic libvirtd runs under valgrind
+    # (leak report in build/lab/hosts/NAME/valgrind-PID.log on stop).
+    local vg=${LAB_VALGRIND:-}
     for a in "$@"; do
         case $a in
         --stock) stock=1 ;;
@@ -88,7 +91,7 @@ cmd_start() {
     done
     lab_prepare
     local P=$PREFIX
-    [ $stock = 1 ] && P=$STOCK_PREFIX
+    [ $stock = 1 ] && P=$STOCK_PREFIX && vg=""
     [ -x "$P/sbin/libvirtd" ] || die "lab: no libvirt install in $P (run 'make build' / 'make stock')"
     local H=$HOSTS/$name addr
     addr=$(host_addr "$idx")
@@ -171,6 +174,9 @@ if [ $split = 1 ]; then
     "$P/sbin/virtlogd" -d
     "$P/sbin/virtqemud" -d
     "$P/sbin/virtproxyd" -d
+elif [ -n "$vg" ]; then
+    valgrind --leak-check=full --num-callers=40 --log-file="$H/valgrind-%p.log" \
+        "$P/sbin/libvirtd" -d --listen
 else
     "$P/sbin/libvirtd" -d --listen
 fi
@@ -205,6 +211,14 @@ cmd_stop() {
     local name=$1 H=$HOSTS/$1 pid i
     [ -f "$H/pid" ] || return 0
     pid=$(cat "$H/pid")
+    if [ -n "${LAB_VALGRIND:-}" ] && kill -0 "$pid" 2>/dev/null; then
+        # Let the daemon exit cleanly so valgrind writes its leak report.
+        pkill -TERM -P "$pid" 2>/dev/null || true
+        for i in $(seq 1 600); do
+            pgrep -P "$pid" > /dev/null || break
+            sleep 0.1
+        done
+    fi
     if kill -0 "$pid" 2>/dev/null; then
         kill -KILL "$pid" 2>/dev/null || true
         for i in $(seq 1 100); do

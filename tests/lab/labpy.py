@@ -76,6 +76,9 @@ class Host:
         check(pids, "no libvirt daemon found on host %s" % self.name)
         for comm, pid in pids.items():
             exe = os.readlink("/proc/%d/exe" % pid)
+            if os.environ.get("LAB_VALGRIND") and "valgrind" in exe:
+                exe = next(a for a in open("/proc/%d/cmdline" % pid).read().split("\0")
+                           if "/sbin/" in a)
             check(os.path.dirname(exe) == want, "%s on %s runs %s, expected %s" % (comm, self.name, exe, want))
         expect = {"virtproxyd", "virtqemud"} if self.split else {"libvirtd"}
         check(expect <= set(pids), "host %s runs %s, expected %s" % (self.name, sorted(pids), sorted(expect)))
@@ -117,6 +120,10 @@ class Host:
                 if os.readlink("/proc/%s/ns/pid" % p) != ns:
                     continue
                 comm = open("/proc/%s/comm" % p).read().strip()
+                if comm.startswith("memcheck"):
+                    # a daemon under valgrind (LAB_VALGRIND): name it by its program
+                    argv = open("/proc/%s/cmdline" % p).read().split("\0")
+                    comm = next((os.path.basename(a) for a in argv if "/sbin/" in a), comm)
             except OSError:
                 continue
             out.setdefault(comm, []).append(int(p))
