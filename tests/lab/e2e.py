@@ -351,9 +351,26 @@ def tunnel_postcopy(a, b, switch, transport="tcp", api=False):
     flags = ["live", "p2p", "tunnelled", "postcopy"]
     if switch == "after":
         flags.append("postcopy-after-precopy")
+    samples = []
+
+    def watch(proc):
+        # domjobinfo stays truthful while the tunnel runs: an outgoing
+        # migration job whose processed memory only grows, until it ends.
+        for _ in range(600):
+            if proc.poll() is not None:
+                break
+            info = jobinfo(a, GNAME, completed=False)
+            if info.get("Job type") == "Unbounded":
+                samples.append(mib_processed_of(info))
+            time.sleep(0.1)
     rc, out = migrate(a, b, flags, transport=transport, api=api,
-                      switch_postcopy=(switch == "command"), extra=["--bandwidth", "8"])
+                      switch_postcopy=(switch == "command"), extra=["--bandwidth", "8"],
+                      during=watch)
     check(rc == 0, "migration failed: %s" % out)
+    check(samples and samples == sorted(samples),
+          "domjobinfo during the migration went backwards or was empty: %s" % samples)
+    log("domjobinfo: %d samples while migrating, %.1f MiB processed at the last"
+        % (len(samples), samples[-1]))
     verify_migrated(a, b, g, postcopy=True)
 
 
@@ -402,10 +419,13 @@ def t_tunnel_postcopy_from_stock(a, b):
     verify_refused(a, b, g, rc, out, REFUSE_POSTCOPY)
 
 
-def mib_processed(a):
-    info = jobinfo(a, GNAME, completed=False)
+def mib_processed_of(info):
     v = info.get("Memory processed", "0 B").split()
     return float(v[0]) * {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(v[1], 0)
+
+
+def mib_processed(a):
+    return mib_processed_of(jobinfo(a, GNAME, completed=False))
 
 
 @case("tunnelled precopy: link cut keeps the guest running on the source")
