@@ -30,6 +30,7 @@ from labpy import (Failure, Guest, Host, LAB, PREFIX, PRIVATE, TOP, VIRSH, check
                    LinkProxy, jobinfo, log, make_disk, parse_console, run, verify_disk, wait_for)
 
 MIGRATE_API = os.path.join(LAB, "migrate-api")
+OPEN_TUNNEL = os.path.join(LAB, "open-tunnel")
 GNAME = "lab-guest"
 
 # Today's refusals (libvirt 11.3.0).  Later issues flip these cases to passing.
@@ -53,12 +54,13 @@ def case(name, a="patched", b="patched", xfail=None):
 
 
 def build_helpers():
-    src = os.path.join(TOP, "tests", "lab", "migrate-api.c")
     os.makedirs(LAB, exist_ok=True)
-    if not os.path.exists(MIGRATE_API) or os.path.getmtime(src) > os.path.getmtime(MIGRATE_API):
-        libdir = os.path.join(PREFIX, "lib", "x86_64-linux-gnu")
-        run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I" + os.path.join(PREFIX, "include"),
-             "-o", MIGRATE_API, src, "-L" + libdir, "-Wl,-rpath," + libdir, "-lvirt"])
+    for exe in (MIGRATE_API, OPEN_TUNNEL):
+        src = os.path.join(TOP, "tests", "lab", os.path.basename(exe) + ".c")
+        if not os.path.exists(exe) or os.path.getmtime(src) > os.path.getmtime(exe):
+            libdir = os.path.join(PREFIX, "lib", "x86_64-linux-gnu")
+            run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I" + os.path.join(PREFIX, "include"),
+                 "-o", exe, src, "-L" + libdir, "-Wl,-rpath," + libdir, "-lvirt"])
 
 
 # ---------------------------------------------------------------- migration
@@ -512,6 +514,54 @@ def t_native_postcopy_resume(a, b):
               % (h.name, before, h.daemon_pids()))
     check(rc == 0, "post-copy recovery failed: %s" % out)
     verify_migrated(a, b, g, postcopy=True)
+
+
+def open_tunnel(host, secret, readonly=False):
+    args = [OPEN_TUNNEL, host.client_uri(), GNAME, "nbd", secret]
+    if readonly:
+        args.append("--readonly")
+    p = run(args, check_rc=False)
+    out = p.stdout.strip()
+    log("$ open-tunnel %s%s -> %s" % (host.name, " --readonly" if readonly else "", out))
+    return out
+
+
+@case("tunnel stream RPC: every refusal is clear and disturbs nothing")
+def t_open_tunnel_refusals(a, b):
+    # converges at 16 MiB/s, slowly enough to probe B while it migrates in
+    g = Guest(GNAME, wl_mem=16, wl_rate=4); g.start(a)
+    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    check("has no incoming migration" in open_tunnel(a, "x" * 64),
+          "a domain that is not migrating in was not refused")
+    check("read only access prevents virDomainMigrateOpenTunnel" in
+          open_tunnel(a, "x" * 64, readonly=True), "a read-only connection was not refused")
+    refusals = []
+
+    def probe(proc):
+        wait_for("the incoming domain on B", lambda: proc.poll() is not None
+                 or b.domstate(GNAME) is not None, 60)
+        refusals.append(open_tunnel(b, "0" * 64))
+        refusals.append(open_tunnel(b, ""))
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], during=probe,
+                      extra=["--bandwidth", "16"])
+    check(all("wrong tunnel secret for the incoming migration" in r for r in refusals),
+          "a wrong secret was not refused: %s" % refusals)
+    for h, before in daemons:
+        check(h.daemon_pids() == before, "a libvirt daemon on %s died: %s -> %s"
+              % (h.name, before, h.daemon_pids()))
+    check(rc == 0, "the refusals disturbed the migration: %s" % out)
+    verify_migrated(a, b, g)
+
+
+@case("tunnel stream RPC on a stock daemon fails cleanly", a="stock")
+def t_open_tunnel_stock(a, b):
+    g = guest_nodisk(); g.start(a)
+    daemons = a.daemon_pids()
+    out = open_tunnel(a, "x" * 64)
+    check("ERROR" in out and "454" in out, "unexpected answer from a stock daemon: %s" % out)
+    check(a.daemon_pids() == daemons, "the stock daemon died")
+    g.wait_progress(a, "guest progress on A", timeout=30)
+    g.check_clean(a)
 
 
 @case("tunnelled --copy-storage-all", xfail=REFUSE_STORAGE)

@@ -1,0 +1,61 @@
+/*
+ * open-tunnel: call virDomainMigrateOpenTunnel(), the series' private RPC
+ * that opens an extra stream of an incoming tunnelled migration, the way a
+ * migration source does, so the lab can test its refusals.
+ *
+ *   open-tunnel URI DOMAIN KIND SECRET [--readonly]
+ *
+ * Prints "open-tunnel: OK" or "open-tunnel: ERROR: <libvirt message>" and
+ * exits 0 or 1 accordingly.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+/* private: exported by libvirt.so for the daemons, declared here */
+extern int virDomainMigrateOpenTunnel(virDomainPtr dom, const char *kind,
+                                      const char *target, const char *secret,
+                                      virStreamPtr st, unsigned int flags);
+
+static void
+fail(const char *what)
+{
+    virErrorPtr err = virGetLastError();
+    printf("open-tunnel: ERROR: %s\n", err && err->message ? err->message : what);
+    exit(1);
+}
+
+int
+main(int argc, char **argv)
+{
+    virConnectPtr conn;
+    virDomainPtr dom;
+    virStreamPtr st;
+
+    if (argc < 5) {
+        fprintf(stderr, "usage: open-tunnel URI DOMAIN KIND SECRET [--readonly]\n");
+        return 2;
+    }
+    if (virInitialize() < 0)
+        fail("cannot initialize libvirt");
+    if (argc > 5 && strcmp(argv[5], "--readonly") == 0)
+        conn = virConnectOpenReadOnly(argv[1]);
+    else
+        conn = virConnectOpen(argv[1]);
+    if (!conn)
+        fail("cannot connect");
+    if (!(dom = virDomainLookupByName(conn, argv[2])))
+        fail("no such domain");
+    if (!(st = virStreamNew(conn, VIR_STREAM_NONBLOCK)))
+        fail("cannot create a stream");
+    if (virDomainMigrateOpenTunnel(dom, argv[3], NULL, argv[4], st, 0) < 0)
+        fail("cannot open the tunnel");
+    printf("open-tunnel: OK\n");
+    virStreamAbort(st);
+    virStreamFree(st);
+    virDomainFree(dom);
+    virConnectClose(conn);
+    return 0;
+}
