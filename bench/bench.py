@@ -165,7 +165,7 @@ def one_run(lab, mode):
         "total_s": num(src.get("Time elapsed")) / 1000,
         "wall_s": round(wall, 2),
         "downtime_ms": num(src.get("Total downtime")),
-        "data_mib": num(src.get("Data processed")) * (1024 if "GiB" in src.get("Data processed", "") else 1),
+        "data_mib": e2e.mib_of(src, "Data processed"),
         "cpu_s": sampler.result(),
         "src_list_ms_max": round(max(probe.samples), 1) if probe.samples else None,
         "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,

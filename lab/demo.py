@@ -50,7 +50,7 @@ def main():
             lab.cleanup()
             # What the series already carries: post-copy through the tunnel.
             pc = ["live", "p2p", "tunnelled", "postcopy"]
-            g = e2e.Guest(e2e.GNAME, wl_mem=128, wl_rate=200)
+            g = e2e.guest_busy()
             print("== booting a busy guest (dirtying 128 MiB at 200 MiB/s) that pre-copy at "
                   "8 MiB/s cannot converge")
             g.start(a)

@@ -55,9 +55,11 @@ def case(name, a="patched", b="patched", xfail=None):
 
 def build_helpers():
     os.makedirs(LAB, exist_ok=True)
+    header = os.path.join(TOP, "tests", "lab", "lab-client.h")
     for exe in (MIGRATE_API, OPEN_TUNNEL):
         src = os.path.join(TOP, "tests", "lab", os.path.basename(exe) + ".c")
-        if not os.path.exists(exe) or os.path.getmtime(src) > os.path.getmtime(exe):
+        if not os.path.exists(exe) or max(os.path.getmtime(src), os.path.getmtime(header)) \
+                > os.path.getmtime(exe):
             libdir = os.path.join(PREFIX, "lib", "x86_64-linux-gnu")
             run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I" + os.path.join(PREFIX, "include"),
                  "-o", exe, src, "-L" + libdir, "-Wl,-rpath," + libdir, "-lvirt"])
@@ -165,14 +167,23 @@ def verify_migrated(a, b, g, postcopy=False, storage=None):
     return src, dst
 
 
+def daemons_now(*hosts):
+    """Each host's daemon PIDs, to prove later that none died (check_daemons)."""
+    return [(h, h.daemon_pids()) for h in hosts]
+
+
+def check_daemons(daemons):
+    for h, before in daemons:
+        check(h.daemon_pids() == before, "a libvirt daemon on %s died or restarted: %s -> %s"
+              % (h.name, before, h.daemon_pids()))
+
+
 def verify_refused(a, b, g, rc, out, message, daemons=None):
     """An expected refusal: exact message, guest untouched on A, nothing on B,
-    and (given the daemons' PIDs from before) no daemon died."""
+    and (given daemons_now() from before) no daemon died."""
     check(rc != 0, "migration unexpectedly succeeded")
     if daemons:
-        for h, before in daemons:
-            check(h.daemon_pids() == before, "a libvirt daemon on %s died or restarted: %s -> %s"
-                  % (h.name, before, h.daemon_pids()))
+        check_daemons(daemons)
     check(message in out, "expected refusal %r, got: %s" % (message, out.strip()))
     log("refused as expected: %s" % message)
     check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
@@ -186,6 +197,11 @@ def verify_refused(a, b, g, rc, out, message, daemons=None):
 
 def guest_nodisk():
     return Guest(GNAME)
+
+
+def guest_busy():
+    """Dirties 128 MiB at 200 MiB/s: pre-copy at 8 MiB/s never converges."""
+    return Guest(GNAME, wl_mem=128, wl_rate=200)
 
 
 def guest_disks(devs=("vdb",), fmt="raw", backing=False, shared=False):
@@ -232,7 +248,7 @@ def t_native_precopy(a, b):
 
 @case("native postcopy (migrate-postcopy)")
 def t_native_postcopy(a, b):
-    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    g = guest_busy(); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "postcopy"], switch_postcopy=True,
                       extra=["--bandwidth", "8"])
     check(rc == 0, "migration failed: %s" % out)
@@ -241,7 +257,7 @@ def t_native_postcopy(a, b):
 
 @case("native postcopy (--postcopy-after-precopy)")
 def t_native_postcopy_after(a, b):
-    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    g = guest_busy(); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-after-precopy"],
                       extra=["--bandwidth", "8"])
     check(rc == 0, "migration failed: %s" % out)
@@ -315,7 +331,7 @@ def t_tunnel_from_stock(a, b):
 @case("tunnelled --tls is refused (was: source daemon crash)")
 def t_tunnel_tls_flag(a, b):
     g = guest_nodisk(); g.start(a)
-    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    daemons = daemons_now(a, b)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "tls"])
     verify_refused(a, b, g, rc, out, REFUSE_TUNNEL_TLS, daemons)
 
@@ -323,7 +339,7 @@ def t_tunnel_tls_flag(a, b):
 @case("tunnelled --tls from a stock source is refused by the destination", a="stock")
 def t_tunnel_tls_flag_stock_src(a, b):
     g = guest_nodisk(); g.start(a)
-    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    daemons = daemons_now(a, b)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "tls"])
     verify_refused(a, b, g, rc, out, REFUSE_TUNNEL_TLS, daemons)
 
@@ -337,7 +353,7 @@ def t_tunnel_prepare_fail_split(a, b):
     with open(xmlpath, "w") as f:
         f.write(other.xml())
     b.virsh("define", xmlpath)
-    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    daemons = daemons_now(a, b)
     # 11.3.0 hangs here forever; the deadline turns a hang into a failure.
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], extra=["--dname", "lab-other"],
                       timeout=60)
@@ -349,7 +365,7 @@ def t_tunnel_prepare_fail_split(a, b):
 def tunnel_postcopy(a, b, switch, transport="tcp", api=False):
     """A busy guest that cannot converge at 8 MiB/s: post-copy must finish it,
     with the destination's page requests served through the tunnel."""
-    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    g = guest_busy(); g.start(a)
     flags = ["live", "p2p", "tunnelled", "postcopy"]
     if switch == "after":
         flags.append("postcopy-after-precopy")
@@ -363,7 +379,7 @@ def tunnel_postcopy(a, b, switch, transport="tcp", api=False):
                 break
             info = jobinfo(a, GNAME, completed=False)
             if info.get("Job type") == "Unbounded":
-                samples.append(mib_processed_of(info))
+                samples.append(mib_of(info))
             time.sleep(0.1)
     rc, out = migrate(a, b, flags, transport=transport, api=api,
                       switch_postcopy=(switch == "command"), extra=["--bandwidth", "8"],
@@ -409,30 +425,31 @@ def t_tunnel_postcopy_split(a, b):
 
 @case("tunnelled --postcopy patched -> stock is refused before anything starts", b="stock")
 def t_tunnel_postcopy_to_stock(a, b):
-    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    g = guest_busy(); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy"], extra=["--bandwidth", "8"])
     verify_refused(a, b, g, rc, out, REFUSE_POSTCOPY_DEST)
 
 
 @case("tunnelled --postcopy stock -> patched is refused by the stock source", a="stock")
 def t_tunnel_postcopy_from_stock(a, b):
-    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    g = guest_busy(); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy"], extra=["--bandwidth", "8"])
     verify_refused(a, b, g, rc, out, REFUSE_POSTCOPY)
 
 
-def mib_processed_of(info):
-    v = info.get("Memory processed", "0 B").split()
+def mib_of(info, key="Memory processed"):
+    """A domjobinfo size such as "12.5 MiB", in MiB."""
+    v = info.get(key, "0 B").split()
     return float(v[0]) * {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(v[1], 0)
 
 
 def mib_processed(a):
-    return mib_processed_of(jobinfo(a, GNAME, completed=False))
+    return mib_of(jobinfo(a, GNAME, completed=False))
 
 
 @case("tunnelled precopy: link cut keeps the guest running on the source")
 def t_tunnel_cut_precopy(a, b):
-    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    g = guest_busy(); g.start(a)
     proxy = LinkProxy(b.addr)
 
     def cut(proc):
@@ -452,14 +469,40 @@ def t_tunnel_cut_precopy(a, b):
     g.check_clean(a)
 
 
+def wait_postcopy_switch(a, proc):
+    wait_for("post-copy", lambda: proc.poll() is not None
+             or a.domstate(GNAME) == "paused (post-copy)", 60)
+
+
+def wait_postcopy_failed(a, b):
+    """Both sides wait for recovery, as after any failed post-copy: A paused,
+    B's vCPUs waiting for pages."""
+    try:
+        wait_for("both sides to wait for recovery",
+                 lambda: a.domstate(GNAME) == "paused (post-copy failed)"
+                 and b.domstate(GNAME) in ("paused (post-copy failed)",
+                                           "running (post-copy failed)"), 60)
+    finally:
+        log("state: A=%s B=%s" % (a.domstate(GNAME), b.domstate(GNAME)))
+
+
+def resume_natively(a, b, g, daemons=None):
+    """Recover a failed post-copy with a native resume; nothing may be lost."""
+    rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-resume"],
+                      extra=["--postcopy-bandwidth", "1000"])
+    if daemons:
+        check_daemons(daemons)
+    check(rc == 0, "native post-copy recovery failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True)
+
+
 @case("tunnelled postcopy: link cut stops the guest on both hosts; native resume recovers it")
 def t_tunnel_cut_postcopy(a, b):
-    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
+    g = guest_busy(); g.start(a)
     proxy = LinkProxy(b.addr)
 
     def cut(proc):
-        wait_for("post-copy", lambda: proc.poll() is not None
-                 or a.domstate(GNAME) == "paused (post-copy)", 60)
+        wait_postcopy_switch(a, proc)
         wait_for("pages after the switch", lambda: proc.poll() is not None
                  or mib_processed(a) > 24, 60)
         log("cutting the link after %d bytes" % proxy.bytes)
@@ -471,49 +514,30 @@ def t_tunnel_cut_postcopy(a, b):
     msg = out.strip().splitlines()[-1]
     log("error: %s" % msg)
     check("post-copy resume that is not tunnelled" in msg, "the error does not say how to recover")
-    try:
-        wait_for("both sides to fail post-copy",
-                 lambda: a.domstate(GNAME) == "paused (post-copy failed)"
-                 and b.domstate(GNAME) in ("paused (post-copy failed)",
-                                           "running (post-copy failed)"), 60)
-    finally:
-        log("state: A=%s B=%s" % (a.domstate(GNAME), b.domstate(GNAME)))
+    wait_postcopy_failed(a, b)
     # A tunnel cannot resume; the error and the docs say so.
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "postcopy-resume"])
     check(rc != 0 and "post-copy recovery is not supported with tunnelled migration" in out,
           "tunnelled resume: %s" % out.strip())
     # Native recovery (QEMU connects directly) works and nothing was lost.
-    rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-resume"],
-                      extra=["--postcopy-bandwidth", "1000"])
-    check(rc == 0, "native post-copy recovery failed: %s" % out)
-    verify_migrated(a, b, g, postcopy=True)
+    resume_natively(a, b, g)
 
 
 @case("native postcopy recovery after domjobabort --postcopy (was: destination daemon crash)")
 def t_native_postcopy_resume(a, b):
-    g = Guest(GNAME, wl_mem=128, wl_rate=200); g.start(a)
-    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    g = guest_busy(); g.start(a)
+    daemons = daemons_now(a, b)
 
     def pause(proc):
-        wait_for("post-copy", lambda: proc.poll() is not None
-                 or a.domstate(GNAME) == "paused (post-copy)", 60)
+        wait_postcopy_switch(a, proc)
         p = a.virsh("domjobabort", "--postcopy", GNAME, check_rc=False)
         log("$ virsh domjobabort --postcopy %s -> rc %d %s" % (GNAME, p.returncode,
                                                                p.stderr.strip()))
     rc, out = migrate(a, b, ["live", "p2p", "postcopy"], switch_postcopy=True, during=pause,
                       extra=["--bandwidth", "8", "--postcopy-bandwidth", "4"], timeout=120)
     check(rc != 0, "migration was not interrupted")
-    wait_for("both sides to wait for recovery",
-             lambda: a.domstate(GNAME) == "paused (post-copy failed)"
-             and b.domstate(GNAME) in ("paused (post-copy failed)",
-                                       "running (post-copy failed)"), 60)
-    rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-resume"],
-                      extra=["--postcopy-bandwidth", "1000"])
-    for h, before in daemons:
-        check(h.daemon_pids() == before, "a libvirt daemon on %s died: %s -> %s"
-              % (h.name, before, h.daemon_pids()))
-    check(rc == 0, "post-copy recovery failed: %s" % out)
-    verify_migrated(a, b, g, postcopy=True)
+    wait_postcopy_failed(a, b)
+    resume_natively(a, b, g, daemons)
 
 
 def open_tunnel(host, secret, readonly=False):
@@ -530,7 +554,7 @@ def open_tunnel(host, secret, readonly=False):
 def t_open_tunnel_refusals(a, b):
     # converges at 16 MiB/s, slowly enough to probe B while it migrates in
     g = Guest(GNAME, wl_mem=16, wl_rate=4); g.start(a)
-    daemons = [(a, a.daemon_pids()), (b, b.daemon_pids())]
+    daemons = daemons_now(a, b)
     check("has no incoming migration" in open_tunnel(a, "x" * 64),
           "a domain that is not migrating in was not refused")
     check("read only access prevents virDomainMigrateOpenTunnel" in
@@ -546,9 +570,7 @@ def t_open_tunnel_refusals(a, b):
                       extra=["--bandwidth", "16"])
     check(all("wrong tunnel secret for the incoming migration" in r for r in refusals),
           "a wrong secret was not refused: %s" % refusals)
-    for h, before in daemons:
-        check(h.daemon_pids() == before, "a libvirt daemon on %s died: %s -> %s"
-              % (h.name, before, h.daemon_pids()))
+    check_daemons(daemons)
     check(rc == 0, "the refusals disturbed the migration: %s" % out)
     verify_migrated(a, b, g)
 
@@ -556,10 +578,10 @@ def t_open_tunnel_refusals(a, b):
 @case("tunnel stream RPC on a stock daemon fails cleanly", a="stock")
 def t_open_tunnel_stock(a, b):
     g = guest_nodisk(); g.start(a)
-    daemons = a.daemon_pids()
+    daemons = daemons_now(a)
     out = open_tunnel(a, "x" * 64)
     check("ERROR" in out and "454" in out, "unexpected answer from a stock daemon: %s" % out)
-    check(a.daemon_pids() == daemons, "the stock daemon died")
+    check_daemons(daemons)
     g.wait_progress(a, "guest progress on A", timeout=30)
     g.check_clean(a)
 

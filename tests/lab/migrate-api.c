@@ -13,11 +13,10 @@
  * Prints "migrate-api: OK" or "migrate-api: ERROR: <libvirt message>" and
  * exits 0 or 1 accordingly.
  */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
+
+#define LAB_CLIENT_NAME "migrate-api"
+#include "lab-client.h"
 
 static const struct {
     const char *name;
@@ -36,14 +35,6 @@ static const struct {
     { "unsafe", VIR_MIGRATE_UNSAFE },
 };
 
-static void
-fail(const char *what)
-{
-    virErrorPtr err = virGetLastError();
-    printf("migrate-api: ERROR: %s\n", err && err->message ? err->message : what);
-    exit(1);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -57,9 +48,7 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: migrate-api SRC_URI DOMAIN DEST_URI [options]\n");
         return 2;
     }
-    /* the typed parameter helpers need libvirt's error state set up */
-    if (virInitialize() < 0)
-        fail("cannot initialize libvirt");
+    lab_init();
     for (int i = 4; i < argc; i++) {
         const char *opt = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;

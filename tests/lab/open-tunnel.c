@@ -8,24 +8,15 @@
  * Prints "open-tunnel: OK" or "open-tunnel: ERROR: <libvirt message>" and
  * exits 0 or 1 accordingly.
  */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
+
+#define LAB_CLIENT_NAME "open-tunnel"
+#include "lab-client.h"
 
 /* private: exported by libvirt.so for the daemons, declared here */
 extern int virDomainMigrateOpenTunnel(virDomainPtr dom, const char *kind,
                                       const char *target, const char *secret,
                                       virStreamPtr st, unsigned int flags);
-
-static void
-fail(const char *what)
-{
-    virErrorPtr err = virGetLastError();
-    printf("open-tunnel: ERROR: %s\n", err && err->message ? err->message : what);
-    exit(1);
-}
 
 int
 main(int argc, char **argv)
@@ -38,8 +29,7 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: open-tunnel URI DOMAIN KIND SECRET [--readonly]\n");
         return 2;
     }
-    if (virInitialize() < 0)
-        fail("cannot initialize libvirt");
+    lab_init();
     if (argc > 5 && strcmp(argv[5], "--readonly") == 0)
         conn = virConnectOpenReadOnly(argv[1]);
     else
