@@ -17,7 +17,9 @@ that check them fail (proof that the checks can fail).
 Output ends with "N passed, N failed".
 """
 import argparse
+import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +28,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from labpy import (Failure, Guest, Host, LAB, PREFIX, PRIVATE, TOP, VIRSH, check,  # noqa: E402
+from labpy import (Failure, Guest, Host, LAB, PREFIX, PRIVATE, SHARED, TOP, VIRSH, check,  # noqa: E402
                    LinkProxy, jobinfo, log, make_disk, parse_console, run, verify_disk, wait_for)
 
 MIGRATE_API = os.path.join(LAB, "migrate-api")
@@ -39,6 +41,7 @@ REFUSE_POSTCOPY_DEST = "destination libvirt does not support post-copy with tunn
 REFUSE_STORAGE = ("migration of non-shared storage is not supported with tunnelled "
                   "migration and this QEMU")
 # Refusals added by the series.
+REFUSE_STORAGE_DEST = "destination libvirt does not support tunnelled storage migration"
 REFUSE_TUNNEL_TLS = ("TLS migration is not supported with tunnelled migration, the tunnel "
                      "is protected by the libvirt connection (use a qemu+tls:// destination URI)")
 
@@ -204,15 +207,21 @@ def guest_busy():
     return Guest(GNAME, wl_mem=128, wl_rate=200)
 
 
-def guest_disks(devs=("vdb",), fmt="raw", backing=False, shared=False):
+def guest_disks(devs=("vdb",), fmt="raw", backing=False, shared=(), busy=False):
+    """Disks in each host's private directory, except those named in
+    @shared, which live on the storage both hosts see."""
     disks = []
     for dev in devs:
-        path = os.path.join(PRIVATE, "%s-%s.%s" % (GNAME, dev, fmt))
-        disks.append({"dev": dev, "path": path, "fmt": fmt,
+        path = os.path.join(SHARED if dev in shared else PRIVATE,
+                            "%s-%s.%s" % (GNAME, dev, fmt))
+        disks.append({"dev": dev, "path": path, "fmt": fmt, "shared": dev in shared,
                       "backing": backing, "base_blocks": 64 if backing else 0})
     # vda is used by nothing; keep device names stable: first disk is vda.
     for i, d in enumerate(disks):
         d["dev"] = "vd" + chr(ord("a") + i)
+    if busy:
+        # memory as guest_busy(), so that only post-copy converges
+        return Guest(GNAME, disks=disks, ring=1024, wrate=100, wl_mem=128, wl_rate=200)
     return Guest(GNAME, disks=disks, ring=1024, wrate=100)
 
 
@@ -222,6 +231,9 @@ def prepare_disks(g, a, b, precreate=True):
     for d in g.disks:
         name = os.path.basename(d["path"])
         src = os.path.join(a.private, name)
+        if d["shared"]:
+            make_disk(d["path"], d["fmt"], 32)
+            continue
         if d["backing"]:
             base = os.path.join(PRIVATE, GNAME + "-%s-base.qcow2" % d["dev"])
             a_base = os.path.join(a.private, os.path.basename(base))
@@ -540,14 +552,25 @@ def t_native_postcopy_resume(a, b):
     resume_natively(a, b, g, daemons)
 
 
-def open_tunnel(host, secret, readonly=False):
-    args = [OPEN_TUNNEL, host.client_uri(), GNAME, "nbd", secret]
+def open_tunnel(host, secret, readonly=False, target=None, kind="nbd"):
+    args = [OPEN_TUNNEL, host.client_uri(), GNAME, kind, secret]
+    if target:
+        args += ["--target", target]
     if readonly:
         args.append("--readonly")
     p = run(args, check_rc=False)
     out = p.stdout.strip()
-    log("$ open-tunnel %s%s -> %s" % (host.name, " --readonly" if readonly else "", out))
+    log("$ open-tunnel %s %s%s%s -> %s" % (host.name, kind, " --target " + target if target else "",
+                                          " --readonly" if readonly else "", out))
     return out
+
+
+def tunnel_secret(host):
+    """The secret of the migration coming in to host, from its daemon's debug
+    log (the lab logs migration cookies), as only the source should know it."""
+    secrets = re.findall(r"<tunnel secret='([0-9a-f]+)'/>", host.daemon_log())
+    check(secrets, "no tunnel secret in %s's migration cookies" % host.name)
+    return secrets[-1]
 
 
 @case("tunnel stream RPC: every refusal is clear and disturbs nothing")
@@ -586,40 +609,167 @@ def t_open_tunnel_stock(a, b):
     g.check_clean(a)
 
 
-@case("tunnelled --copy-storage-all", xfail=REFUSE_STORAGE)
+@case("tunnelled --copy-storage-all")
 def t_tunnel_storage_all(a, b):
+    g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"])
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
+
+
+@case("tunnelled --copy-storage-inc (qcow2 backing chain)")
+def t_tunnel_storage_inc(a, b):
+    g = guest_disks(("vda",), fmt="qcow2", backing=True); prepare_disks(g, a, b); g.start(a)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-inc"])
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
+
+
+@case("tunnelled --copy-storage-all --migrate-disks")
+def t_tunnel_migrate_disks(a, b):
+    g = guest_disks(("vda", "vdb"), shared=("vdb",)); prepare_disks(g, a, b); g.start(a)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"],
+                      extra=["--migrate-disks", "vda"])
+    check(rc == 0, "migration failed: %s" % out)
+    src, _ = verify_migrated(a, b, g, storage=True)
+    # Only vda was copied: 32 MiB, not 64.
+    key = "File processed" if "File processed" in src else "Disk processed"
+    copied = mib_of(src, key)
+    check(30 <= copied < 48, "copied %.1f MiB of storage, expected only vda's 32" % copied)
+
+
+@case("headline: --live --p2p --tunnelled --postcopy --copy-storage-all")
+def t_headline(a, b):
+    g = guest_disks(("vda",), busy=True); prepare_disks(g, a, b); g.start(a)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"],
+                      switch_postcopy=True, extra=["--bandwidth", "8"])
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True, storage=True)
+
+
+@case("headline via virDomainMigrateToURI3, two disks")
+def t_headline_api(a, b):
+    """As nova calls it: typed parameters, the disks listed, post-copy
+    started with virDomainMigrateStartPostCopy once precopy runs."""
+    g = guest_disks(("vda", "vdb"), busy=True); prepare_disks(g, a, b); g.start(a)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"],
+                      api=True, switch_postcopy=True,
+                      extra=["--disk", "vda", "--disk", "vdb", "--bandwidth", "8"])
+    check(rc == 0, "migration failed: %s" % out)
+    src, _ = verify_migrated(a, b, g, postcopy=True, storage=True)
+    key = "File processed" if "File processed" in src else "Disk processed"
+    check(mib_of(src, key) >= 64, "copied %s of storage, expected both disks" % src.get(key))
+
+
+def disk_mib(info):
+    key = "File processed" if "File processed" in info else "Disk processed"
+    return mib_of(info, key)
+
+
+def fds_of(host):
+    """Open file descriptors of each daemon process of host."""
+    out = {}
+    for comm, pid in host.daemon_pids().items():
+        out[comm] = len(os.listdir("/proc/%d/fd" % pid))
+    return out
+
+
+def nbd_sockets(host):
+    return glob.glob(os.path.join(host.dir, "var", "lib", "libvirt", "qemu", "domain-*",
+                                  "migration-nbd*.sock"))
+
+
+@case("tunnelled storage, patched -> stock is refused before anything starts", b="stock")
+def t_tunnel_storage_to_stock(a, b):
+    g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
+    daemons = daemons_now(a, b)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"])
+    verify_refused(a, b, g, rc, out, REFUSE_STORAGE_DEST, daemons)
+
+
+@case("tunnelled storage, stock -> patched is refused by the stock source", a="stock")
+def t_tunnel_storage_from_stock(a, b):
     g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"])
     verify_refused(a, b, g, rc, out, REFUSE_STORAGE)
 
 
-@case("tunnelled --copy-storage-inc", xfail=REFUSE_STORAGE)
-def t_tunnel_storage_inc(a, b):
-    g = guest_disks(("vda",), fmt="qcow2", backing=True); prepare_disks(g, a, b); g.start(a)
-    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-inc"])
-    verify_refused(a, b, g, rc, out, REFUSE_STORAGE)
+@case("tunnelled storage: nbd stream refusals with the migration's secret")
+def t_open_tunnel_nbd_refusals(a, b):
+    """Whoever holds the secret still gets only one stream per migrated disk."""
+    g = guest_disks(("vda", "vdb"), shared=("vdb",)); prepare_disks(g, a, b); g.start(a)
+    daemons = daemons_now(a, b)
+    refusals = {}
+
+    def probe(proc):
+        wait_for("the mirror of vda to move", lambda: proc.poll() is not None or
+                 disk_mib(jobinfo(a, GNAME, completed=False)) > 0, 60)
+        secret = tunnel_secret(b)
+        refusals["wrong disk"] = open_tunnel(b, secret, target="vdz")
+        refusals["shared disk"] = open_tunnel(b, secret, target="vdb")
+        refusals["no disk"] = open_tunnel(b, secret)
+        refusals["second stream"] = open_tunnel(b, secret, target="vda")
+        refusals["kind"] = open_tunnel(b, secret, target="vda", kind="multifd")
+        # then let precopy converge
+        a.virsh("migrate-setspeed", GNAME, "1000", check_rc=False)
+    # the mirror runs at 4 MiB/s: 8 s to probe while it moves
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"], during=probe,
+                      extra=["--migrate-disks", "vda", "--bandwidth", "4"])
+    expect = {"wrong disk": "disk 'vdz' of domain 'lab-guest' is not being migrated",
+              "shared disk": "disk 'vdb' of domain 'lab-guest' is not being migrated",
+              "no disk": "is not being migrated",
+              "second stream": "disk 'vda' of domain 'lab-guest' already has a tunnel stream",
+              "kind": "unsupported tunnel stream kind 'multifd'"}
+    for k, msg in expect.items():
+        check(msg in refusals.get(k, ""), "%s: expected %r, got %r" % (k, msg, refusals.get(k)))
+    check_daemons(daemons)
+    check(rc == 0, "the refusals disturbed the migration: %s" % out)
+    verify_migrated(a, b, g, storage=True)
 
 
-@case("tunnelled --copy-storage-all --migrate-disks", xfail=REFUSE_STORAGE)
-def t_tunnel_migrate_disks(a, b):
+@case("tunnelled storage: domjobabort mid-mirror leaves the guest on A, no leaks")
+def t_tunnel_storage_abort(a, b):
     g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b); g.start(a)
-    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"],
-                      extra=["--migrate-disks", "vda", "--unsafe"])
-    verify_refused(a, b, g, rc, out, REFUSE_STORAGE)
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    daemons = daemons_now(a, b)
+    fds_a, fds_b = fds_of(a), fds_of(b)
+    log("daemon fds before: A=%s B=%s" % (fds_a, fds_b))
 
-
-@case("headline: --live --p2p --tunnelled --postcopy --copy-storage-all", xfail=REFUSE_STORAGE)
-def t_headline(a, b):
-    g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
-    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"])
-    verify_refused(a, b, g, rc, out, REFUSE_STORAGE)
-
-
-@case("headline via virDomainMigrateToURI3", xfail=REFUSE_STORAGE)
-def t_headline_api(a, b):
-    g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
-    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"], api=True)
-    verify_refused(a, b, g, rc, out, REFUSE_STORAGE)
+    def abort(proc):
+        wait_for("the mirror to move", lambda: proc.poll() is not None or
+                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        check(nbd_sockets(a) == [], "a listening NBD socket is left on A once QEMU connected")
+        p = a.virsh("domjobabort", GNAME, check_rc=False)
+        log("$ virsh domjobabort %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
+    # 2 MiB/s: the mirror of 64 MiB would take 30 s
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"], during=abort,
+                      extra=["--bandwidth", "2"])
+    check(rc != 0, "migration was not aborted: %s" % out)
+    check("canceled by client" in out or "cancelled" in out.lower(),
+          "unexpected error after abort: %s" % out.strip())
+    check_daemons(daemons)
+    check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
+    wait_for("the incoming domain to go from B", lambda: b.domstate(GNAME) is None, 60)
+    check(not b.qemu_pids(), "a QEMU was left on the destination")
+    g.wait_progress(a, "guest progress on A after the abort", timeout=60)
+    g.check_clean(a)
+    check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
+    try:
+        wait_for("the daemons to close what the migration opened",
+                 lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    except Failure:
+        for h in (a, b):
+            for comm, pid in h.daemon_pids().items():
+                fds = sorted(os.readlink("/proc/%d/fd/%s" % (pid, f))
+                             for f in os.listdir("/proc/%d/fd" % pid))
+                log("%s %s fds: %s" % (h.name, comm, fds))
+        log(run(["ss", "-tnpx"], check_rc=False).stdout)
+        raise
+    log("daemon fds after: A=%s B=%s" % (fds_of(a), fds_of(b)))
+    # The source's disks are intact and still the guest's: migrate again, natively.
+    rc, out = migrate(a, b, ["live", "p2p", "copy-storage-all"])
+    check(rc == 0, "migration after the abort failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
 
 
 # ---------------------------------------------------------------- runner
@@ -655,6 +805,8 @@ class Lab:
                 leftovers.append("QEMU still running on %s" % h.name)
             for f in os.listdir(h.private):
                 os.unlink(os.path.join(h.private, f))
+        for f in os.listdir(SHARED):
+            os.unlink(os.path.join(SHARED, f))
         return leftovers
 
     def stop(self):

@@ -98,6 +98,16 @@ class Host:
         return run([VIRSH, "-q", "-c", self.client_uri()] + list(args),
                    timeout=timeout, check_rc=check_rc)
 
+    def daemon_log(self):
+        """The text of this host's daemon logs (debug for migration)."""
+        d = os.path.join(self.dir, "var", "log", "libvirt")
+        text = ""
+        for f in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            if f.endswith(".log"):
+                with open(os.path.join(d, f), errors="replace") as fh:
+                    text += fh.read()
+        return text
+
     def domstate(self, dom):
         p = self.virsh("domstate", "--reason", dom, check_rc=False)
         if p.returncode != 0:

@@ -3,7 +3,7 @@
  * that opens an extra stream of an incoming tunnelled migration, the way a
  * migration source does, so the lab can test its refusals.
  *
- *   open-tunnel URI DOMAIN KIND SECRET [--readonly]
+ *   open-tunnel URI DOMAIN KIND SECRET [--target DISK] [--readonly]
  *
  * Prints "open-tunnel: OK" or "open-tunnel: ERROR: <libvirt message>" and
  * exits 0 or 1 accordingly.
@@ -24,13 +24,26 @@ main(int argc, char **argv)
     virConnectPtr conn;
     virDomainPtr dom;
     virStreamPtr st;
+    const char *target = NULL;
+    int readonly = 0;
+    int i;
 
     if (argc < 5) {
-        fprintf(stderr, "usage: open-tunnel URI DOMAIN KIND SECRET [--readonly]\n");
+        fprintf(stderr, "usage: open-tunnel URI DOMAIN KIND SECRET [--target DISK] [--readonly]\n");
         return 2;
     }
+    for (i = 5; i < argc; i++) {
+        if (strcmp(argv[i], "--readonly") == 0) {
+            readonly = 1;
+        } else if (strcmp(argv[i], "--target") == 0 && i + 1 < argc) {
+            target = argv[++i];
+        } else {
+            fprintf(stderr, "open-tunnel: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
     lab_init();
-    if (argc > 5 && strcmp(argv[5], "--readonly") == 0)
+    if (readonly)
         conn = virConnectOpenReadOnly(argv[1]);
     else
         conn = virConnectOpen(argv[1]);
@@ -40,7 +53,7 @@ main(int argc, char **argv)
         fail("no such domain");
     if (!(st = virStreamNew(conn, VIR_STREAM_NONBLOCK)))
         fail("cannot create a stream");
-    if (virDomainMigrateOpenTunnel(dom, argv[3], NULL, argv[4], st, 0) < 0)
+    if (virDomainMigrateOpenTunnel(dom, argv[3], target, argv[4], st, 0) < 0)
         fail("cannot open the tunnel");
     printf("open-tunnel: OK\n");
     virStreamAbort(st);
