@@ -29,7 +29,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from labpy import (Failure, Guest, Host, LAB, PREFIX, PRIVATE, SHARED, TOP, VIRSH, check,  # noqa: E402
-                   LinkProxy, jobinfo, log, make_disk, parse_console, run, verify_disk, wait_for)
+                   LinkProxy, SlowNbdDisk, jobinfo, log, make_disk, parse_console, run, verify_disk, wait_for)
 
 MIGRATE_API = os.path.join(LAB, "migrate-api")
 OPEN_TUNNEL = os.path.join(LAB, "open-tunnel")
@@ -71,9 +71,10 @@ def build_helpers():
 # ---------------------------------------------------------------- migration
 
 def migrate(a, b, flags, transport="tcp", api=False, switch_postcopy=False,
-            extra=(), timeout=300, dest=None, during=None):
+            extra=(), timeout=300, dest=None, during=None, during_mirror=False):
     """Migrate GNAME from a to b.  Returns (rc, output).  during(proc) runs
-    once precopy is moving (after the post-copy switch if one was asked)."""
+    once precopy is moving (after the post-copy switch if one was asked),
+    or with during_mirror as soon as the job runs (storage is copied first)."""
     dest = dest or b.uri(transport)
     if api:
         args = [MIGRATE_API, a.client_uri(), GNAME, dest]
@@ -93,7 +94,7 @@ def migrate(a, b, flags, transport="tcp", api=False, switch_postcopy=False,
                 return True
             info = jobinfo(a, GNAME, completed=False)
             return (info.get("Job type") == "Unbounded" and
-                    float(info.get("Memory processed", "0 B").split()[0]) > 0)
+                    (during_mirror or float(info.get("Memory processed", "0 B").split()[0]) > 0))
         wait_for("precopy to start", running, 120)
         if switch_postcopy and proc.poll() is None:
             p = a.virsh("migrate-postcopy", GNAME, check_rc=False)
@@ -486,6 +487,24 @@ def wait_postcopy_switch(a, proc):
              or a.domstate(GNAME) == "paused (post-copy)", 60)
 
 
+def wait_guest_on(b, g, proc, lines=2):
+    """Wait until the guest printed `lines` status lines on b after a
+    post-copy switch, before breaking the migration.
+
+    Under TCG, QEMU delivers an interrupt with the BQL held and reads the
+    IDT and the kernel stack through the guest's page tables.  If one of
+    those pages has not arrived when post-copy fails, the vCPU waits for it
+    forever with the BQL held, the destination's monitor stops answering, and
+    no recovery can start (KVM does not read guest memory there).  Once the
+    guest has run on b for a few timer ticks, those pages are present."""
+    def ran():
+        if proc.poll() is not None:
+            return True
+        stats, _ = parse_console(g.console(b))
+        return len(stats) >= lines
+    wait_for("the guest to run on %s" % b.name, ran, 60)
+
+
 def wait_postcopy_failed(a, b):
     """Both sides wait for recovery, as after any failed post-copy: A paused,
     B's vCPUs waiting for pages."""
@@ -517,6 +536,7 @@ def t_tunnel_cut_postcopy(a, b):
         wait_postcopy_switch(a, proc)
         wait_for("pages after the switch", lambda: proc.poll() is not None
                  or mib_processed(a) > 24, 60)
+        wait_guest_on(b, g, proc)
         log("cutting the link after %d bytes" % proxy.bytes)
         proxy.cut()
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy"], dest=proxy.uri(),
@@ -542,6 +562,7 @@ def t_native_postcopy_resume(a, b):
 
     def pause(proc):
         wait_postcopy_switch(a, proc)
+        wait_guest_on(b, g, proc)
         p = a.virsh("domjobabort", "--postcopy", GNAME, check_rc=False)
         log("$ virsh domjobabort --postcopy %s -> rc %d %s" % (GNAME, p.returncode,
                                                                p.stderr.strip()))
@@ -770,6 +791,139 @@ def t_tunnel_storage_abort(a, b):
     rc, out = migrate(a, b, ["live", "p2p", "copy-storage-all"])
     check(rc == 0, "migration after the abort failed: %s" % out)
     verify_migrated(a, b, g, storage=True)
+
+
+@case("tunnelled --copy-storage-all --copy-storage-synchronous-writes over qemu+tls")
+def t_tunnel_storage_sync_tls(a, b):
+    g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all",
+                             "copy-storage-synchronous-writes"], transport="tls")
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
+
+
+@case("tunnelled storage: link cut mid-mirror keeps the guest on A")
+def t_tunnel_storage_cut(a, b):
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b); g.start(a)
+    proxy = LinkProxy(b.addr)
+    daemons = daemons_now(a, b)
+
+    def cut(proc):
+        wait_for("the mirror to move", lambda: proc.poll() is not None or
+                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        log("cutting the link after %d bytes" % proxy.bytes)
+        proxy.cut()
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"], dest=proxy.uri(),
+                      extra=["--bandwidth", "2"], timeout=120, during=cut, during_mirror=True)
+    check(proxy.cut_done, "the link was never cut")
+    check(rc != 0, "migration succeeded although the link was cut")
+    log("error: %s" % out.strip().splitlines()[-1])
+    check_daemons(daemons)
+    sa = a.domstate(GNAME)
+    check(sa == "running (booted)", "source state %r, expected running" % sa)
+    wait_for("the destination to clean up", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
+    p = a.virsh("blockjob", GNAME, "vda", "--info", check_rc=False)
+    check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
+          "a block job is left on A: %s" % (p.stdout + p.stderr).strip())
+    g.wait_progress(a, "guest progress on A after the cut", timeout=60)
+    g.check_clean(a)
+
+
+def copy_progress(sources, stop, timeline, deadline=600):
+    """Sample {name: fn() -> bytes arrived} every 0.2 s until stop is set."""
+    t0 = time.monotonic()
+    while not stop.is_set() and time.monotonic() - t0 < deadline:
+        timeline.append((time.monotonic() - t0, {k: fn() for k, fn in sources.items()}))
+        stop.wait(0.2)
+
+
+def caught_up(timeline, key, near=0.95):
+    """Seconds until `key` had `near` of what it reached in the end."""
+    final = timeline[-1][1][key] if timeline else 0
+    return next((t for t, v in timeline if v[key] >= near * final), None), final
+
+
+@case("tunnelled storage: a throttled destination disk; keepalive holds")
+def t_tunnel_storage_throttled(a, b):
+    """vda holds 24 MiB of data besides the guest's ring, and its target on B
+    is behind a 2 MiB/s link (qemu-nbd behind a slow forwarder, given to the
+    destination with --xml); vdb's target is a local file.  The migration
+    must complete with both disks intact, and no keepalive may trip while
+    vda's stream is backed up.  What reached B over time is logged for each
+    disk; LAB_THROTTLE_NATIVE=1 runs the same natively for comparison, and
+    LAB_THROTTLE_RATE sets the rate in bytes/s."""
+    import hashlib
+    import threading
+    import xml.etree.ElementTree as ET
+    rate, extra_mib = int(os.environ.get("LAB_THROTTLE_RATE", 2 * 2**20)), 24
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b)
+    # data after the ring, which the guest never touches: compared directly
+    vda_a = os.path.join(a.private, os.path.basename(g.disks[0]["path"]))
+    vda_b = os.path.join(b.private, os.path.basename(g.disks[0]["path"]))
+    lo, hi = g.ring * 4096, g.ring * 4096 + extra_mib * 2**20
+    with open(vda_a, "r+b") as f:
+        f.seek(lo)
+        f.write(os.urandom(hi - lo))
+
+    def region_sha(path):
+        with open(path, "rb") as f:
+            f.seek(lo)
+            return hashlib.sha256(f.read(hi - lo)).hexdigest()
+    g.start(a)
+    slow = SlowNbdDisk(b, g.disks[0]["path"], "vda", rate)
+    try:
+        dom = ET.fromstring(a.virsh("dumpxml", "--migratable", GNAME).stdout)
+        for disk in dom.iter("disk"):
+            if disk.find("target").get("dev") != "vda":
+                continue
+            disk.set("type", "network")
+            disk.remove(disk.find("source"))
+            src = ET.SubElement(disk, "source", protocol="nbd", name="vda")
+            ET.SubElement(src, "host", transport="unix", socket=slow.socket_path)
+        xmlpath = os.path.join(LAB, "dest-slow-vda.xml")
+        with open(xmlpath, "w") as f:
+            f.write(ET.tostring(dom, encoding="unicode"))
+        logs = (len(a.daemon_log()), len(b.daemon_log()))
+        daemons = daemons_now(a, b)
+        # what reached B: through the slow link for vda, allocated in vdb's file
+        vdb_b = os.path.join(b.private, os.path.basename(g.disks[1]["path"]))
+        sources = {"vda": lambda: slow.written,
+                   "vdb": lambda: os.stat(vdb_b).st_blocks * 512}
+        stop, timeline = threading.Event(), []
+        watcher = threading.Thread(target=copy_progress, args=(sources, stop, timeline))
+        watcher.start()
+        try:
+            # LAB_THROTTLE_NATIVE=1: the same without the tunnel, to compare
+            tunnel = [] if os.environ.get("LAB_THROTTLE_NATIVE") else ["tunnelled"]
+            rc, out = migrate(a, b, ["live", "p2p"] + tunnel + ["copy-storage-all"],
+                              extra=["--xml", xmlpath])
+        finally:
+            stop.set()
+            watcher.join()
+        check_daemons(daemons)
+        for h, start in zip((a, b), logs):
+            tripped = [l for l in h.daemon_log()[start:].splitlines() if "keepalive" in l.lower()
+                       and ("timeout" in l.lower() or "error" in l.lower())]
+            check(not tripped, "keepalive tripped on %s: %s" % (h.name, tripped[:2]))
+        check(rc == 0, "migration failed: %s" % out)
+        log("throttle %.1f MiB/s on vda's target" % (rate / 2**20))
+        for dev in ("vda", "vdb"):
+            t, final = caught_up(timeline, dev)
+            log("%s: 95%% of its %.1f MiB had reached B after %s s" %
+                (dev, final / 2**20, "%.1f" % t if t is not None else "-"))
+        log("MiB at B over time: " + ", ".join(
+            "%.0fs %.1f/%.1f" % (t, v["vda"] / 2**20, v["vdb"] / 2**20)
+            for i, (t, v) in enumerate(timeline) if i % 10 == 0))
+        check(slow.written >= extra_mib * 2**20, "only %d bytes went through the slow link: was "
+              "vda really copied to it?" % slow.written)
+        verify_migrated(a, b, g, storage=True)
+        check(region_sha(vda_b) == region_sha(vda_a),
+              "vda's data outside the guest's ring differs on B")
+        log("vda's %d MiB outside the ring: identical on B" % extra_mib)
+    finally:
+        slow.stop()
 
 
 # ---------------------------------------------------------------- runner

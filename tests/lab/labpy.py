@@ -401,3 +401,109 @@ class LinkProxy:
             self.lsock.close()
         except OSError:
             pass
+
+
+class SlowNbdDisk:
+    """A disk image served by qemu-nbd behind a UNIX-socket forwarder that
+    lets at most `rate` bytes per second through towards the server: a
+    destination disk whose writes are slow (a busy SAN, a throttled volume).
+
+    Both sockets live in the host's private directory, so the host's QEMU
+    reaches the forwarder at `socket_path`, as the host sees it.  Bounded:
+    at most `max_conns` connections; stop() ends every thread and process."""
+
+    def __init__(self, host, image, export, rate, max_conns=4):
+        import socket
+        import threading
+        self._socket, self._threading = socket, threading
+        self.rate, self.export, self.max_conns = rate, export, max_conns
+        name = os.path.basename(image)
+        self.server_path = os.path.join(host.private, name + ".nbd.sock")
+        self.listen_path = os.path.join(host.private, name + ".slow.sock")
+        self.socket_path = os.path.join(PRIVATE, name + ".slow.sock")
+        for p in (self.server_path, self.listen_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        self.nbd = subprocess.Popen(["qemu-nbd", "--socket", self.server_path, "--format", "raw",
+                                     "--export-name", export, "--persistent", "--shared", "4",
+                                     os.path.join(host.private, name)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # (stderr is read only once it exited, so it can't fill up before)
+        wait_for("qemu-nbd to listen", lambda: os.path.exists(self.server_path) or
+                 self.nbd.poll() is not None, 30)
+        if self.nbd.poll() is not None:
+            raise Failure("qemu-nbd failed: %s" % self.nbd.stderr.read())
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.lsock.bind(self.listen_path)
+        self.lsock.listen(4)
+        self.lock = threading.Lock()
+        self.conns = []
+        self.written = 0
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        for _ in range(self.max_conns):
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            s = self._socket.socket(self._socket.AF_UNIX, self._socket.SOCK_STREAM)
+            s.connect(self.server_path)
+            with self.lock:
+                if self.stopped:
+                    c.close(); s.close()
+                    return
+                self.conns += [c, s]
+            self._threading.Thread(target=self._pipe, args=(c, s, True), daemon=True).start()
+            self._threading.Thread(target=self._pipe, args=(s, c, False), daemon=True).start()
+
+    def _pipe(self, src, dst, throttle):
+        # token bucket: `rate` bytes per second, bursts of at most 64 KiB
+        burst = 65536
+        allowance, last = burst, time.monotonic()
+        while True:
+            try:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if throttle:
+                    now = time.monotonic()
+                    allowance = min(burst, allowance + (now - last) * self.rate)
+                    last = now
+                    if allowance < len(data):
+                        time.sleep((len(data) - allowance) / self.rate)
+                        allowance, last = len(data), time.monotonic()
+                    allowance -= len(data)
+                dst.sendall(data)
+                if throttle:
+                    with self.lock:
+                        self.written += len(data)
+            except OSError:
+                break
+        try:
+            dst.shutdown(self._socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def stop(self):
+        with self.lock:
+            self.stopped = True
+            for s in self.conns:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        self.nbd.terminate()
+        try:
+            self.nbd.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.nbd.kill()
+            self.nbd.wait()
+        for p in (self.server_path, self.listen_path):
+            if os.path.exists(p):
+                os.unlink(p)
