@@ -5,7 +5,9 @@ Modes run interleaved (round-robin), BENCH_RUNS times each (default 3), on
 the same guest and workload; the table reports medians and the ratio of each
 mode to its native baseline *measured in the same run*.  Also measured: the
 loopback TCP ceiling between the two host addresses, and CPU seconds spent
-by each libvirt daemon and each QEMU during the migration.
+by each libvirt daemon and each QEMU during the migration.  The storage
+modes (native-nbd, tunnel-nbd) give the guest a DISK_MIB disk full of random
+data and compare the rate at which the mirrors copied it.
 
 Output: a table on stdout, build/bench/result.json and build/bench/bench.png.
 """
@@ -19,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lab"))
 import e2e  # noqa: E402
-from labpy import BUILD, Failure, Guest, jobinfo  # noqa: E402
+from labpy import BUILD, PRIVATE, Failure, Guest, jobinfo, make_disk  # noqa: E402
 
 OUT = os.path.join(BUILD, "bench")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -34,7 +36,12 @@ MODES = {
     "tunnel-tls": (["live", "p2p", "tunnelled"], "tls", "native-tls"),
     "native-pc": (["live", "p2p", "postcopy"], "tcp", None),
     "tunnel-pc": (["live", "p2p", "tunnelled", "postcopy"], "tcp", "native-pc"),
+    # storage: the guest also has a DISK_MIB disk full of data; compared by
+    # the rate at which the mirrors copied it (before RAM moves)
+    "native-nbd": (["live", "p2p", "copy-storage-all"], "tcp", None),
+    "tunnel-nbd": (["live", "p2p", "tunnelled", "copy-storage-all"], "tcp", "native-nbd"),
 }
+DISK_MIB = 512
 if os.environ.get("BENCH_MODES"):
     MODES = {m: MODES[m] for m in os.environ["BENCH_MODES"].split(",")}
 CLK = os.sysconf("SC_CLK_TCK")
@@ -137,11 +144,54 @@ def num(s, default=0.0):
         return default
 
 
+class MirrorClock(threading.Thread):
+    """When did RAM start to move?  Storage is copied before, so that is
+    when the mirrors had converged (0.2 s resolution)."""
+
+    def __init__(self, host):
+        super().__init__(daemon=True)
+        self.host = host
+        self.t0 = time.monotonic()
+        self.mirrored = None
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set() and time.monotonic() - self.t0 < 600:
+            info = jobinfo(self.host, e2e.GNAME, completed=False)
+            if num(info.get("Memory processed")) > 0:
+                self.mirrored = time.monotonic() - self.t0
+                return
+            self.stop.wait(0.2)
+
+
+def disk_guest(a, b):
+    """The bench guest with one DISK_MIB raw disk full of random data (after
+    the workload's 4 MiB ring), and an empty target precreated on B."""
+    name = "%s-vda.raw" % e2e.GNAME
+    src = os.path.join(a.private, name)
+    make_disk(src, "raw", DISK_MIB)
+    with open(src, "r+b") as f:
+        f.seek(4 << 20)
+        for _ in range(DISK_MIB - 4):
+            f.write(os.urandom(1 << 20))
+    make_disk(os.path.join(b.private, name), "raw", DISK_MIB)
+    disk = {"dev": "vda", "path": os.path.join(PRIVATE, name), "fmt": "raw",
+            "shared": False, "backing": False, "base_blocks": 0}
+    return Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE, disks=[disk])
+
+
 def one_run(lab, mode):
     flags, transport, _ = MODES[mode]
     a, b = lab.hosts("patched", "patched")
-    g = Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
+    storage = "copy-storage-all" in flags
+    if storage:
+        g = disk_guest(a, b)
+    else:
+        g = Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
     g.start(a)
+    clock = MirrorClock(a)
+    if storage:
+        clock.start()
     sampler = CpuSampler(a, b)
     sampler.sample()
     sampler.start()
@@ -155,6 +205,9 @@ def one_run(lab, mode):
     probe.stop.set()
     sampler.join()
     probe.join()
+    clock.stop.set()
+    if storage:
+        clock.join()
     if rc != 0:
         raise Failure("%s: migration failed: %s" % (mode, out))
     g.wait_progress(b, "guest progress on B", timeout=60)
@@ -170,6 +223,9 @@ def one_run(lab, mode):
         "src_list_ms_max": round(max(probe.samples), 1) if probe.samples else None,
         "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,
         "postcopy_requests": num(src.get("Postcopy requests")),
+        "disk_mib": e2e.disk_mib(src) if storage else None,
+        "storage_mib_s": (round(e2e.disk_mib(src) / clock.mirrored, 1)
+                          if storage and clock.mirrored else None),
     }
 
 
@@ -201,15 +257,17 @@ def main():
         med[m] = {k: statistics.median(r[k] for r in rs)
                   for k in ("throughput_mib_s", "total_s", "downtime_ms", "data_mib",
                             "postcopy_requests")}
-        for k in ("src_list_ms_median", "src_list_ms_max"):
+        for k in ("src_list_ms_median", "src_list_ms_max", "disk_mib", "storage_mib_s"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             med[m][k] = statistics.median(vals) if vals else None
         med[m]["cpu_s"] = {k: statistics.median(r["cpu_s"].get(k, 0) for r in rs) for k in cpu_keys}
         med[m]["daemon_ms_per_mib"] = round(1000 * sum(
             v for k, v in med[m]["cpu_s"].items() if "qemu" not in k) / max(med[m]["data_mib"], 1), 2)
         base = MODES[m][2]
-        med[m]["ratio"] = (med[m]["throughput_mib_s"] / med[base]["throughput_mib_s"]
-                           if base in med and med[base]["throughput_mib_s"] else None)
+        # storage modes compare how fast the disks were copied
+        key = "storage_mib_s" if med[m]["storage_mib_s"] else "throughput_mib_s"
+        med[m]["ratio"] = (med[m][key] / med[base][key]
+                           if base in med and med[base].get(key) else None)
 
     print()
     print("Median of %d interleaved runs; guest %d MiB, dirtying %d MiB at %d MiB/s; "
@@ -222,6 +280,8 @@ def main():
                                                      "med/max ms"))
     for m, r in med.items():
         cpu = " ".join("%s=%.2f" % (k, v) for k, v in sorted(r["cpu_s"].items()))
+        if r["storage_mib_s"]:
+            cpu = "storage %.0f MiB at %.0f MiB/s; %s" % (r["disk_mib"], r["storage_mib_s"], cpu)
         lat = "%s/%s" % (r["src_list_ms_median"], r["src_list_ms_max"])
         print("%-11s %9.0f %8.2f %9.0f %9.0f %11.2f %-10s %13s  %s" % (
             m, r["throughput_mib_s"], r["total_s"], r["downtime_ms"], r["data_mib"],
