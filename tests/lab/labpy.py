@@ -326,120 +326,24 @@ def jobinfo(host, dom, completed=True):
     return info
 
 
-class LinkProxy:
-    """A TCP forwarder on loopback standing in for the network between two
-    hosts, so a test can cut the link in the middle of a migration.
+class Forwarder:
+    """Forwards each connection accepted on `lsock` to a new one from
+    `connect()`, both ways; with `rate`, at most `rate` bytes per second go
+    towards the server (token bucket, 64 KiB bursts).  Counts `bytes` both
+    ways and `written` towards the server.
 
-    Bounded: at most `max_conns` connections; every thread exits once cut()
-    closed the sockets."""
+    Bounded: at most `max_conns` connections; every thread exits once
+    close() closed the sockets."""
 
-    def __init__(self, target_host, target_port=16509, max_conns=16):
+    def __init__(self, lsock, connect, max_conns, rate=None):
         import socket
         import threading
         self._socket, self._threading = socket, threading
-        self.target = (target_host, target_port)
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(8)
-        self.port = self.lsock.getsockname()[1]
-        self.max_conns = max_conns
+        self.lsock, self._connect, self.max_conns, self.rate = lsock, connect, max_conns, rate
         self.conns = []
-        self.bytes = 0
+        self.bytes = self.written = 0
         self.lock = threading.Lock()
-        self.cut_done = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def uri(self):
-        return "qemu+tcp://127.0.0.1:%d/system" % self.port
-
-    def _accept(self):
-        for _ in range(self.max_conns):
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            s = self._socket.create_connection(self.target, timeout=10)
-            s.settimeout(None)
-            with self.lock:
-                if self.cut_done:
-                    c.close(); s.close()
-                    return
-                self.conns += [c, s]
-            for src, dst in ((c, s), (s, c)):
-                self._threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    def _pipe(self, src, dst):
-        while True:
-            try:
-                data = src.recv(262144)
-                if not data:
-                    break
-                dst.sendall(data)
-                with self.lock:
-                    self.bytes += len(data)
-            except OSError:
-                break
-        try:
-            dst.shutdown(self._socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def cut(self):
-        """Cut the link: every connection is reset at once."""
-        import struct
-        with self.lock:
-            self.cut_done = True
-            for s in self.conns:
-                try:
-                    # RST, as a dead link eventually looks to both ends
-                    s.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_LINGER,
-                                 struct.pack("ii", 1, 0))
-                    s.close()
-                except OSError:
-                    pass
-        try:
-            self.lsock.close()
-        except OSError:
-            pass
-
-
-class SlowNbdDisk:
-    """A disk image served by qemu-nbd behind a UNIX-socket forwarder that
-    lets at most `rate` bytes per second through towards the server: a
-    destination disk whose writes are slow (a busy SAN, a throttled volume).
-
-    Both sockets live in the host's private directory, so the host's QEMU
-    reaches the forwarder at `socket_path`, as the host sees it.  Bounded:
-    at most `max_conns` connections; stop() ends every thread and process."""
-
-    def __init__(self, host, image, export, rate, max_conns=4):
-        import socket
-        import threading
-        self._socket, self._threading = socket, threading
-        self.rate, self.export, self.max_conns = rate, export, max_conns
-        name = os.path.basename(image)
-        self.server_path = os.path.join(host.private, name + ".nbd.sock")
-        self.listen_path = os.path.join(host.private, name + ".slow.sock")
-        self.socket_path = os.path.join(PRIVATE, name + ".slow.sock")
-        for p in (self.server_path, self.listen_path):
-            if os.path.exists(p):
-                os.unlink(p)
-        self.nbd = subprocess.Popen(["qemu-nbd", "--socket", self.server_path, "--format", "raw",
-                                     "--export-name", export, "--persistent", "--shared", "4",
-                                     os.path.join(host.private, name)],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        # (stderr is read only once it exited, so it can't fill up before)
-        wait_for("qemu-nbd to listen", lambda: os.path.exists(self.server_path) or
-                 self.nbd.poll() is not None, 30)
-        if self.nbd.poll() is not None:
-            raise Failure("qemu-nbd failed: %s" % self.nbd.stderr.read())
-        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.lsock.bind(self.listen_path)
-        self.lsock.listen(4)
-        self.lock = threading.Lock()
-        self.conns = []
-        self.written = 0
-        self.stopped = False
+        self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -448,23 +352,22 @@ class SlowNbdDisk:
                 c, _ = self.lsock.accept()
             except OSError:
                 return
-            s = self._socket.socket(self._socket.AF_UNIX, self._socket.SOCK_STREAM)
-            s.connect(self.server_path)
+            s = self._connect()
             with self.lock:
-                if self.stopped:
+                if self.closed:
                     c.close(); s.close()
                     return
                 self.conns += [c, s]
             self._threading.Thread(target=self._pipe, args=(c, s, True), daemon=True).start()
             self._threading.Thread(target=self._pipe, args=(s, c, False), daemon=True).start()
 
-    def _pipe(self, src, dst, throttle):
-        # token bucket: `rate` bytes per second, bursts of at most 64 KiB
+    def _pipe(self, src, dst, to_server):
+        throttle = to_server and self.rate
         burst = 65536
         allowance, last = burst, time.monotonic()
         while True:
             try:
-                data = src.recv(65536)
+                data = src.recv(262144 if not throttle else 65536)
                 if not data:
                     break
                 if throttle:
@@ -476,8 +379,9 @@ class SlowNbdDisk:
                         allowance, last = len(data), time.monotonic()
                     allowance -= len(data)
                 dst.sendall(data)
-                if throttle:
-                    with self.lock:
+                with self.lock:
+                    self.bytes += len(data)
+                    if to_server:
                         self.written += len(data)
             except OSError:
                 break
@@ -486,11 +390,17 @@ class SlowNbdDisk:
         except OSError:
             pass
 
-    def stop(self):
+    def close(self, reset=False):
+        """Close every connection; with reset, as an RST, the way a dead
+        link eventually looks to both ends."""
+        import struct
         with self.lock:
-            self.stopped = True
+            self.closed = True
             for s in self.conns:
                 try:
+                    if reset:
+                        s.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_LINGER,
+                                     struct.pack("ii", 1, 0))
                     s.close()
                 except OSError:
                     pass
@@ -498,6 +408,77 @@ class SlowNbdDisk:
             self.lsock.close()
         except OSError:
             pass
+
+
+class LinkProxy(Forwarder):
+    """A TCP forwarder on loopback standing in for the network between two
+    hosts, so a test can cut the link in the middle of a migration."""
+
+    def __init__(self, target_host, target_port=16509, max_conns=16):
+        import socket
+        self.target = (target_host, target_port)
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(8)
+        self.port = lsock.getsockname()[1]
+
+        def connect():
+            s = socket.create_connection(self.target, timeout=10)
+            s.settimeout(None)
+            return s
+        super().__init__(lsock, connect, max_conns)
+
+    @property
+    def cut_done(self):
+        return self.closed
+
+    def uri(self):
+        return "qemu+tcp://127.0.0.1:%d/system" % self.port
+
+    def cut(self):
+        """Cut the link: every connection is reset at once."""
+        self.close(reset=True)
+
+
+class SlowNbdDisk(Forwarder):
+    """A disk image served by qemu-nbd behind a UNIX-socket forwarder that
+    lets at most `rate` bytes per second through towards the server: a
+    destination disk whose writes are slow (a busy SAN, a throttled volume).
+
+    Both sockets live in the host's private directory, so the host's QEMU
+    reaches the forwarder at `socket_path`, as the host sees it.  stop()
+    ends every thread and process."""
+
+    def __init__(self, host, image, export, rate, max_conns=4):
+        import socket
+        name = os.path.basename(image)
+        self.server_path = os.path.join(host.private, name + ".nbd.sock")
+        self.listen_path = os.path.join(host.private, name + ".slow.sock")
+        self.socket_path = os.path.join(PRIVATE, name + ".slow.sock")
+        for p in (self.server_path, self.listen_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        # (stderr is read only once it exited, so it can't fill up before)
+        self.nbd = subprocess.Popen(["qemu-nbd", "--socket", self.server_path, "--format", "raw",
+                                     "--export-name", export, "--persistent", "--shared", "4",
+                                     os.path.join(host.private, name)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wait_for("qemu-nbd to listen", lambda: os.path.exists(self.server_path) or
+                 self.nbd.poll() is not None, 30)
+        if self.nbd.poll() is not None:
+            raise Failure("qemu-nbd failed: %s" % self.nbd.stderr.read())
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(self.listen_path)
+        lsock.listen(4)
+
+        def connect():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(self.server_path)
+            return s
+        super().__init__(lsock, connect, max_conns, rate)
+
+    def stop(self):
+        self.close()
         self.nbd.terminate()
         try:
             self.nbd.wait(timeout=30)
