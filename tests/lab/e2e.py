@@ -226,10 +226,12 @@ def guest_disks(devs=("vdb",), fmt="raw", backing=False, shared=(), busy=False):
     return Guest(GNAME, disks=disks, ring=1024, wrate=100)
 
 
-def prepare_disks(g, a, b, precreate=True):
+def prepare_disks(g, a, b, precreate=True, size_mib=None):
     """Create the guest's disks on A (with backing chain if asked) and the
-    copy-storage targets on B, as an operator would."""
+    copy-storage targets on B, as an operator would.  size_mib: {dev: MiB}
+    for raw disks bigger than the 32 MiB default."""
     for d in g.disks:
+        size = (size_mib or {}).get(d["dev"], 32)
         name = os.path.basename(d["path"])
         src = os.path.join(a.private, name)
         if d["shared"]:
@@ -244,9 +246,9 @@ def prepare_disks(g, a, b, precreate=True):
             if precreate:
                 make_disk(os.path.join(b.private, name), "qcow2", 32, backing=base)
         else:
-            make_disk(src, d["fmt"], 32)
+            make_disk(src, d["fmt"], size)
             if precreate:
-                make_disk(os.path.join(b.private, name), d["fmt"], 32)
+                make_disk(os.path.join(b.private, name), d["fmt"], size)
 
 
 # ---------------------------------------------------------------- cases
@@ -845,6 +847,59 @@ def caught_up(timeline, key, near=0.95):
     return next((t for t, v in timeline if v[key] >= near * final), None), final
 
 
+def fill_outside_ring(g, a, b, dev, mib):
+    """Write `mib` MiB of random data after the guest's ring on disk `dev`
+    on A (the guest never touches it, so it is compared directly).
+    Returns check() that compares that region on A and B."""
+    import hashlib
+    name = os.path.basename(next(d["path"] for d in g.disks if d["dev"] == dev))
+    lo, hi = g.ring * 4096, g.ring * 4096 + mib * 2**20
+    with open(os.path.join(a.private, name), "r+b") as f:
+        f.seek(lo)
+        f.write(os.urandom(hi - lo))
+
+    def sha(host):
+        with open(os.path.join(host.private, name), "rb") as f:
+            f.seek(lo)
+            return hashlib.sha256(f.read(hi - lo)).hexdigest()
+
+    want = sha(a)
+
+    def compare(quiet=False):
+        if quiet:
+            return sha(b) == want
+        check(sha(b) == want, "%s's data outside the guest's ring differs on B" % dev)
+        log("%s's %d MiB outside the ring: identical on B" % (dev, mib))
+    return compare
+
+
+def slow_disks_xml(a, slow):
+    """The guest's XML for B, with the disks in `slow` ({dev: SlowNbdDisk})
+    on their slow NBD disks."""
+    import xml.etree.ElementTree as ET
+    dom = ET.fromstring(a.virsh("dumpxml", "--migratable", GNAME).stdout)
+    for disk in dom.iter("disk"):
+        dev = disk.find("target").get("dev")
+        if dev not in slow:
+            continue
+        disk.set("type", "network")
+        disk.remove(disk.find("source"))
+        src = ET.SubElement(disk, "source", protocol="nbd", name=dev)
+        ET.SubElement(src, "host", transport="unix", socket=slow[dev].socket_path)
+    xmlpath = os.path.join(LAB, "dest-slow-disks.xml")
+    with open(xmlpath, "w") as f:
+        f.write(ET.tostring(dom, encoding="unicode"))
+    return xmlpath
+
+
+def check_keepalive(hosts, logs):
+    """No keepalive timeout or error in the daemons' logs since `logs`."""
+    for h, start in zip(hosts, logs):
+        tripped = [l for l in h.daemon_log()[start:].splitlines() if "keepalive" in l.lower()
+                   and ("timeout" in l.lower() or "error" in l.lower())]
+        check(not tripped, "keepalive tripped on %s: %s" % (h.name, tripped[:2]))
+
+
 @case("tunnelled storage: a throttled destination disk; keepalive holds")
 def t_tunnel_storage_throttled(a, b):
     """vda holds 24 MiB of data besides the guest's ring, and its target on B
@@ -854,37 +909,14 @@ def t_tunnel_storage_throttled(a, b):
     vda's stream is backed up.  What reached B over time is logged for each
     disk; LAB_THROTTLE_NATIVE=1 runs the same natively for comparison, and
     LAB_THROTTLE_RATE sets the rate in bytes/s."""
-    import hashlib
     import threading
-    import xml.etree.ElementTree as ET
     rate, extra_mib = int(os.environ.get("LAB_THROTTLE_RATE", 2 * 2**20)), 24
     g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b)
-    # data after the ring, which the guest never touches: compared directly
-    vda_a = os.path.join(a.private, os.path.basename(g.disks[0]["path"]))
-    vda_b = os.path.join(b.private, os.path.basename(g.disks[0]["path"]))
-    lo, hi = g.ring * 4096, g.ring * 4096 + extra_mib * 2**20
-    with open(vda_a, "r+b") as f:
-        f.seek(lo)
-        f.write(os.urandom(hi - lo))
-
-    def region_sha(path):
-        with open(path, "rb") as f:
-            f.seek(lo)
-            return hashlib.sha256(f.read(hi - lo)).hexdigest()
+    compare_vda = fill_outside_ring(g, a, b, "vda", extra_mib)
     g.start(a)
     slow = SlowNbdDisk(b, g.disks[0]["path"], "vda", rate)
     try:
-        dom = ET.fromstring(a.virsh("dumpxml", "--migratable", GNAME).stdout)
-        for disk in dom.iter("disk"):
-            if disk.find("target").get("dev") != "vda":
-                continue
-            disk.set("type", "network")
-            disk.remove(disk.find("source"))
-            src = ET.SubElement(disk, "source", protocol="nbd", name="vda")
-            ET.SubElement(src, "host", transport="unix", socket=slow.socket_path)
-        xmlpath = os.path.join(LAB, "dest-slow-vda.xml")
-        with open(xmlpath, "w") as f:
-            f.write(ET.tostring(dom, encoding="unicode"))
+        xmlpath = slow_disks_xml(a, {"vda": slow})
         logs = (len(a.daemon_log()), len(b.daemon_log()))
         daemons = daemons_now(a, b)
         # what reached B: through the slow link for vda, allocated in vdb's file
@@ -903,10 +935,7 @@ def t_tunnel_storage_throttled(a, b):
             stop.set()
             watcher.join()
         check_daemons(daemons)
-        for h, start in zip((a, b), logs):
-            tripped = [l for l in h.daemon_log()[start:].splitlines() if "keepalive" in l.lower()
-                       and ("timeout" in l.lower() or "error" in l.lower())]
-            check(not tripped, "keepalive tripped on %s: %s" % (h.name, tripped[:2]))
+        check_keepalive((a, b), logs)
         check(rc == 0, "migration failed: %s" % out)
         log("throttle %.1f MiB/s on vda's target" % (rate / 2**20))
         for dev in ("vda", "vdb"):
@@ -919,11 +948,132 @@ def t_tunnel_storage_throttled(a, b):
         check(slow.written >= extra_mib * 2**20, "only %d bytes went through the slow link: was "
               "vda really copied to it?" % slow.written)
         verify_migrated(a, b, g, storage=True)
-        check(region_sha(vda_b) == region_sha(vda_a),
-              "vda's data outside the guest's ring differs on B")
-        log("vda's %d MiB outside the ring: identical on B" % extra_mib)
+        compare_vda()
     finally:
         slow.stop()
+
+
+@case("tunnelled storage: a stalled destination disk holds back only itself")
+def t_tunnel_storage_stalled(a, b):
+    """Both disks' targets on B are behind slow links (vda 4 MiB/s, vdb
+    2 MiB/s), and vda holds 64 MiB, vdb 24 MiB besides the guest's ring.  Once
+    both mirrors write to B, vdb's target stops taking writes (its
+    forwarder stops reading) for longer than the keepalive allows (5 s x 5
+    + 5 s).  While vdb is stalled, vda's data must still all reach B, and
+    no keepalive may trip: the destination daemon must not stop reading
+    the connection because vdb's stream is full.  Once vdb's target
+    resumes, the migration completes with both disks intact.
+
+    (vdb, the last disk, is the one stalled: QEMU drains every disk while
+    it sets up a mirror, so a disk stalled before the next one's mirror
+    started would hold that one back natively too.)  LAB_STALL_NATIVE=1
+    runs the same natively."""
+    hold, mib = 40, {"vda": 64, "vdb": 24}
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b, size_mib={"vda": 96})
+    compare = {dev: fill_outside_ring(g, a, b, dev, mib[dev]) for dev in ("vda", "vdb")}
+    g.start(a)
+    slow = {}
+    try:
+        slow["vda"] = SlowNbdDisk(b, g.disks[0]["path"], "vda", 4 * 2**20)
+        slow["vdb"] = SlowNbdDisk(b, g.disks[1]["path"], "vdb", 2 * 2**20)
+        xmlpath = slow_disks_xml(a, slow)
+        logs = (len(a.daemon_log()), len(b.daemon_log()))
+        daemons = daemons_now(a, b)
+        seen = {}
+
+        def stall(proc):
+            wait_for("both mirrors to write to B", lambda: proc.poll() is not None or
+                     min(d.written for d in slow.values()) >= 2**20, 60)
+            slow["vdb"].pause()
+            t0 = time.monotonic()
+            seen["vda"] = slow["vda"].written
+            log("vdb's target on B stalled; vda's target had got %.1f MiB" %
+                (seen["vda"] / 2**20))
+            wait_for("vda's data to reach B while vdb is stalled",
+                     lambda: proc.poll() is not None or compare["vda"](quiet=True), hold - 10)
+            check(proc.poll() is None, "the migration ended while vdb was stalled")
+            written = slow["vdb"].written
+            log("vda's data was on B %.1f s into the stall" % (time.monotonic() - t0))
+            # hold the stall past the point where a keepalive would trip
+            try:
+                proc.wait(timeout=max(0, hold - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                pass
+            check(proc.poll() is None, "the migration failed while vdb was stalled")
+            check(slow["vdb"].written == written, "vdb's target was not really stalled")
+            log("resuming vdb's target after %.1f s, with %.1f MiB written to it" %
+                (time.monotonic() - t0, written / 2**20))
+            slow["vdb"].resume()
+        tunnel = [] if os.environ.get("LAB_STALL_NATIVE") else ["tunnelled"]
+        try:
+            rc, out = migrate(a, b, ["live", "p2p"] + tunnel + ["copy-storage-all"],
+                              extra=["--xml", xmlpath], during=stall, during_mirror=True)
+        finally:
+            slow["vdb"].resume()
+        check_daemons(daemons)
+        check_keepalive((a, b), logs)
+        check(rc == 0, "migration failed: %s" % out)
+        check(seen.get("vda", 2**30) < mib["vda"] * 2**20,
+              "vda's copy was done before vdb stalled: nothing was shown")
+        verify_migrated(a, b, g, storage=True)
+        for dev in ("vda", "vdb"):
+            compare[dev]()
+    finally:
+        for d in slow.values():
+            d.stop()
+
+
+@case("tunnelled storage: the destination QEMU stops reading mid-mirror; keepalive holds")
+def t_tunnel_storage_dest_stopped(a, b):
+    """B's QEMU is stopped (SIGSTOP) for 40 s while both disks' mirrors run
+    (at 4 MiB/s, vda holding 24 MiB besides the guest's ring): it reads
+    none of its NBD connections, so each disk's stream backs up in B's
+    daemon.  That must not stop B's daemon from reading the connection,
+    or the keepalive trips after 30 s and the migration fails, where a
+    native migration just waits.  Once QEMU goes on (and the bandwidth
+    limit is lifted), the migration completes with both disks intact.  LAB_STOP_NATIVE=1 runs it natively."""
+    import signal
+    hold = 40
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b)
+    compare = fill_outside_ring(g, a, b, "vda", 24)
+    g.start(a)
+    logs = (len(a.daemon_log()), len(b.daemon_log()))
+    daemons = daemons_now(a, b)
+    stopped = []
+
+    def stop(proc):
+        wait_for("the mirror to move", lambda: proc.poll() is not None or
+                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        pids = b.qemu_pids()
+        check(proc.poll() is None and len(pids) == 1,
+              "no migration to B in progress (QEMU on B: %s)" % pids)
+        os.kill(pids[0], signal.SIGSTOP)
+        stopped.append(pids[0])
+        t0 = time.monotonic()
+        log("B's QEMU stopped with %.1f MiB of storage copied" %
+            disk_mib(jobinfo(a, GNAME, completed=False)))
+        try:
+            proc.wait(timeout=hold)
+        except subprocess.TimeoutExpired:
+            pass
+        check(proc.poll() is None, "the migration ended %.1f s after B's QEMU stopped" %
+              (time.monotonic() - t0))
+        os.kill(stopped.pop(), signal.SIGCONT)
+        log("B's QEMU resumed after %.1f s" % (time.monotonic() - t0))
+        # the memory could not converge at 4 MiB/s
+        a.virsh("migrate-setspeed", GNAME, "--bandwidth", "10000")
+    tunnel = [] if os.environ.get("LAB_STOP_NATIVE") else ["tunnelled"]
+    try:
+        rc, out = migrate(a, b, ["live", "p2p"] + tunnel + ["copy-storage-all"],
+                          extra=["--bandwidth", "4"], during=stop, during_mirror=True)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    check_daemons(daemons)
+    check_keepalive((a, b), logs)
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
+    compare()
 
 
 # ---------------------------------------------------------------- runner

@@ -332,6 +332,9 @@ class Forwarder:
     towards the server (token bucket, 64 KiB bursts).  Counts `bytes` both
     ways and `written` towards the server.
 
+    pause() stops taking data from the clients (they back up as if the
+    server stopped reading), resume() goes on.
+
     Bounded: at most `max_conns` connections; every thread exits once
     close() closed the sockets."""
 
@@ -344,7 +347,15 @@ class Forwarder:
         self.bytes = self.written = 0
         self.lock = threading.Lock()
         self.closed = False
+        self.flowing = threading.Event()
+        self.flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def pause(self):
+        self.flowing.clear()
+
+    def resume(self):
+        self.flowing.set()
 
     def _accept(self):
         for _ in range(self.max_conns):
@@ -366,6 +377,10 @@ class Forwarder:
         burst = 65536
         allowance, last = burst, time.monotonic()
         while True:
+            if to_server:
+                self.flowing.wait()       # close() sets it
+                if self.closed:
+                    break
             try:
                 data = src.recv(262144 if not throttle else 65536)
                 if not data:
@@ -396,6 +411,7 @@ class Forwarder:
         import struct
         with self.lock:
             self.closed = True
+            self.flowing.set()
             for s in self.conns:
                 try:
                     if reset:
