@@ -1042,16 +1042,21 @@ def t_tunnel_storage_dest_stopped(a, b):
     stopped = []
 
     def stop(proc):
-        wait_for("the mirror to move", lambda: proc.poll() is not None or
-                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        copied = [0.0]
+
+        def moving():
+            if proc.poll() is not None:
+                return True
+            copied[0] = disk_mib(jobinfo(a, GNAME, completed=False))
+            return copied[0] > 1
+        wait_for("the mirror to move", moving, 60)
         pids = b.qemu_pids()
         check(proc.poll() is None and len(pids) == 1,
               "no migration to B in progress (QEMU on B: %s)" % pids)
         os.kill(pids[0], signal.SIGSTOP)
         stopped.append(pids[0])
         t0 = time.monotonic()
-        log("B's QEMU stopped with %.1f MiB of storage copied" %
-            disk_mib(jobinfo(a, GNAME, completed=False)))
+        log("B's QEMU stopped with %.1f MiB of storage copied" % copied[0])
         try:
             proc.wait(timeout=hold)
         except subprocess.TimeoutExpired:
