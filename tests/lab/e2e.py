@@ -1081,6 +1081,40 @@ def t_tunnel_storage_dest_stopped(a, b):
     compare()
 
 
+@case("tunnelled storage: the destination QEMU dies mid-mirror")
+def t_tunnel_storage_dest_killed(a, b):
+    """B's QEMU is killed (SIGKILL) while the mirrors run at --bandwidth 4,
+    with the source still sending disk data into the streams.  The
+    migration must fail with an error, both daemons must survive, the guest
+    must keep running on A on its own disks, and nothing may be left."""
+    import signal
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b)
+    fill_outside_ring(g, a, b, "vda", 24)
+    g.start(a)
+    daemons = daemons_now(a, b)
+
+    def kill(proc):
+        wait_for("the mirror to move", lambda: proc.poll() is not None or
+                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        pids = b.qemu_pids()
+        check(proc.poll() is None and len(pids) == 1,
+              "no migration to B in progress (QEMU on B: %s)" % pids)
+        os.kill(pids[0], signal.SIGKILL)
+        log("B's QEMU killed")
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"],
+                      extra=["--bandwidth", "4"], during=kill, during_mirror=True,
+                      timeout=120)
+    check(rc != 0, "migration succeeded although B's QEMU was killed")
+    log("error: %s" % out.strip().splitlines()[-1])
+    check_daemons(daemons)
+    check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
+    wait_for("the destination to clean up", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
+    g.wait_progress(a, "guest progress on A after the failure", timeout=60)
+    g.check_clean(a)
+
+
 # ---------------------------------------------------------------- runner
 
 class Lab:
