@@ -850,25 +850,30 @@ def caught_up(timeline, key, near=0.95):
 def fill_outside_ring(g, a, b, dev, mib):
     """Write `mib` MiB of random data after the guest's ring on disk `dev`
     on A (the guest never touches it, so it is compared directly).
-    Returns check() that compares that region on A and B."""
+    Returns compare(quiet=False) that compares that region on A and B."""
     import hashlib
     name = os.path.basename(next(d["path"] for d in g.disks if d["dev"] == dev))
     lo, hi = g.ring * 4096, g.ring * 4096 + mib * 2**20
     with open(os.path.join(a.private, name), "r+b") as f:
         f.seek(lo)
-        f.write(os.urandom(hi - lo))
+        for _ in range(mib):
+            f.write(os.urandom(2**20))
 
     def sha(host):
+        h = hashlib.sha256()
         with open(os.path.join(host.private, name), "rb") as f:
             f.seek(lo)
-            return hashlib.sha256(f.read(hi - lo)).hexdigest()
-
-    want = sha(a)
+            for _ in range(mib):
+                h.update(f.read(2**20))
+        return h.hexdigest()
+    want = []
 
     def compare(quiet=False):
+        if not want:
+            want.append(sha(a))
         if quiet:
-            return sha(b) == want
-        check(sha(b) == want, "%s's data outside the guest's ring differs on B" % dev)
+            return sha(b) == want[0]
+        check(sha(b) == want[0], "%s's data outside the guest's ring differs on B" % dev)
         log("%s's %d MiB outside the ring: identical on B" % (dev, mib))
     return compare
 
@@ -892,6 +897,12 @@ def slow_disks_xml(a, slow):
     return xmlpath
 
 
+def tunnel_or_native():
+    """["tunnelled"], or [] with LAB_NATIVE=1: the flow-control cases run the
+    same migration natively, for comparison."""
+    return [] if os.environ.get("LAB_NATIVE") else ["tunnelled"]
+
+
 def check_keepalive(hosts, logs):
     """No keepalive timeout or error in the daemons' logs since `logs`."""
     for h, start in zip(hosts, logs):
@@ -907,7 +918,7 @@ def t_tunnel_storage_throttled(a, b):
     destination with --xml); vdb's target is a local file.  The migration
     must complete with both disks intact, and no keepalive may trip while
     vda's stream is backed up.  What reached B over time is logged for each
-    disk; LAB_THROTTLE_NATIVE=1 runs the same natively for comparison, and
+    disk; LAB_NATIVE=1 runs the same natively for comparison, and
     LAB_THROTTLE_RATE sets the rate in bytes/s."""
     import threading
     rate, extra_mib = int(os.environ.get("LAB_THROTTLE_RATE", 2 * 2**20)), 24
@@ -927,9 +938,7 @@ def t_tunnel_storage_throttled(a, b):
         watcher = threading.Thread(target=copy_progress, args=(sources, stop, timeline))
         watcher.start()
         try:
-            # LAB_THROTTLE_NATIVE=1: the same without the tunnel, to compare
-            tunnel = [] if os.environ.get("LAB_THROTTLE_NATIVE") else ["tunnelled"]
-            rc, out = migrate(a, b, ["live", "p2p"] + tunnel + ["copy-storage-all"],
+            rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native() + ["copy-storage-all"],
                               extra=["--xml", xmlpath])
         finally:
             stop.set()
@@ -966,7 +975,7 @@ def t_tunnel_storage_stalled(a, b):
 
     (vdb, the last disk, is the one stalled: QEMU drains every disk while
     it sets up a mirror, so a disk stalled before the next one's mirror
-    started would hold that one back natively too.)  LAB_STALL_NATIVE=1
+    started would hold that one back natively too.)  LAB_NATIVE=1
     runs the same natively."""
     hold, mib = 40, {"vda": 64, "vdb": 24}
     g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b, size_mib={"vda": 96})
@@ -1004,9 +1013,8 @@ def t_tunnel_storage_stalled(a, b):
             log("resuming vdb's target after %.1f s, with %.1f MiB written to it" %
                 (time.monotonic() - t0, written / 2**20))
             slow["vdb"].resume()
-        tunnel = [] if os.environ.get("LAB_STALL_NATIVE") else ["tunnelled"]
         try:
-            rc, out = migrate(a, b, ["live", "p2p"] + tunnel + ["copy-storage-all"],
+            rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native() + ["copy-storage-all"],
                               extra=["--xml", xmlpath], during=stall, during_mirror=True)
         finally:
             slow["vdb"].resume()
@@ -1031,7 +1039,8 @@ def t_tunnel_storage_dest_stopped(a, b):
     daemon.  That must not stop B's daemon from reading the connection,
     or the keepalive trips after 30 s and the migration fails, where a
     native migration just waits.  Once QEMU goes on (and the bandwidth
-    limit is lifted), the migration completes with both disks intact.  LAB_STOP_NATIVE=1 runs it natively."""
+    limit is lifted), the migration completes with both disks intact.  LAB_NATIVE=1
+    runs it natively."""
     import signal
     hold = 40
     g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b)
@@ -1067,9 +1076,8 @@ def t_tunnel_storage_dest_stopped(a, b):
         log("B's QEMU resumed after %.1f s" % (time.monotonic() - t0))
         # the memory could not converge at 4 MiB/s
         a.virsh("migrate-setspeed", GNAME, "--bandwidth", "10000")
-    tunnel = [] if os.environ.get("LAB_STOP_NATIVE") else ["tunnelled"]
     try:
-        rc, out = migrate(a, b, ["live", "p2p"] + tunnel + ["copy-storage-all"],
+        rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native() + ["copy-storage-all"],
                           extra=["--bandwidth", "4"], during=stop, during_mirror=True)
     finally:
         for pid in stopped:
