@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lab"))
 import e2e  # noqa: E402
-from labpy import BUILD, PRIVATE, Failure, Guest, jobinfo, make_disk  # noqa: E402
+from labpy import BUILD, Failure, Guest, jobinfo  # noqa: E402
 
 OUT = os.path.join(BUILD, "bench")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -166,18 +166,12 @@ class MirrorClock(threading.Thread):
 
 def disk_guest(a, b):
     """The bench guest with one DISK_MIB raw disk full of random data (after
-    the workload's 4 MiB ring), and an empty target precreated on B."""
-    name = "%s-vda.raw" % e2e.GNAME
-    src = os.path.join(a.private, name)
-    make_disk(src, "raw", DISK_MIB)
-    with open(src, "r+b") as f:
-        f.seek(4 << 20)
-        for _ in range(DISK_MIB - 4):
-            f.write(os.urandom(1 << 20))
-    make_disk(os.path.join(b.private, name), "raw", DISK_MIB)
-    disk = {"dev": "vda", "path": os.path.join(PRIVATE, name), "fmt": "raw",
-            "shared": False, "backing": False, "base_blocks": 0}
-    return Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE, disks=[disk])
+    the workload's ring), and an empty target precreated on B."""
+    disks = e2e.guest_disks(("vda",)).disks
+    g = Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE, disks=disks)
+    e2e.prepare_disks(g, a, b, size_mib={"vda": DISK_MIB})
+    e2e.fill_outside_ring(g, a, b, "vda", DISK_MIB - g.ring * 4096 // 2**20)
+    return g
 
 
 def one_run(lab, mode):
