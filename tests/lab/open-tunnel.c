@@ -1,9 +1,10 @@
 /*
  * open-tunnel: call virDomainMigrateOpenTunnel(), the series' private RPC
  * that opens an extra stream of an incoming tunnelled migration, the way a
- * migration source does, so the lab can test its refusals.
+ * migration source does, so the lab can test its refusals: only the
+ * connection that prepared the incoming migration may open its streams.
  *
- *   open-tunnel URI DOMAIN KIND SECRET [--target DISK] [--readonly]
+ *   open-tunnel URI DOMAIN KIND [--target DISK] [--readonly]
  *
  * Prints "open-tunnel: OK" or "open-tunnel: ERROR: <libvirt message>" and
  * exits 0 or 1 accordingly.
@@ -15,8 +16,8 @@
 
 /* private: exported by libvirt.so for the daemons, declared here */
 extern int virDomainMigrateOpenTunnel(virDomainPtr dom, const char *kind,
-                                      const char *target, const char *secret,
-                                      virStreamPtr st, unsigned int flags);
+                                      const char *target, virStreamPtr st,
+                                      unsigned int flags);
 
 int
 main(int argc, char **argv)
@@ -28,11 +29,11 @@ main(int argc, char **argv)
     int readonly = 0;
     int i;
 
-    if (argc < 5) {
-        fprintf(stderr, "usage: open-tunnel URI DOMAIN KIND SECRET [--target DISK] [--readonly]\n");
+    if (argc < 4) {
+        fprintf(stderr, "usage: open-tunnel URI DOMAIN KIND [--target DISK] [--readonly]\n");
         return 2;
     }
-    for (i = 5; i < argc; i++) {
+    for (i = 4; i < argc; i++) {
         if (strcmp(argv[i], "--readonly") == 0) {
             readonly = 1;
         } else if (strcmp(argv[i], "--target") == 0 && i + 1 < argc) {
@@ -53,7 +54,7 @@ main(int argc, char **argv)
         fail("no such domain");
     if (!(st = virStreamNew(conn, VIR_STREAM_NONBLOCK)))
         fail("cannot create a stream");
-    if (virDomainMigrateOpenTunnel(dom, argv[3], target, argv[4], st, 0) < 0)
+    if (virDomainMigrateOpenTunnel(dom, argv[3], target, st, 0) < 0)
         fail("cannot open the tunnel");
     printf("open-tunnel: OK\n");
     virStreamAbort(st);
