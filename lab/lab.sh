@@ -14,6 +14,14 @@
 # hostname, /etc/hosts and host_uuid, and daemons listening on its own
 # loopback address.  Killing the namespace's init (lab/nsinit.c) kills the
 # daemons and every QEMU they started.
+#
+# QEMU runs unprivileged, as user libvirt-qemu and group kvm under libvirt's
+# DAC security driver with dynamic ownership, as Debian runs it.
+# Environment:
+#   LAB_QEMU_ROOT=1     QEMU as root with no security driver (debugging only)
+#   LAB_LOG_FILTERS     the daemons' log_filters (default: debug for migration)
+#   LAB_DAEMON_CONF     lines added to every daemon's configuration
+#   LAB_VALGRIND=1      a patched monolithic libvirtd runs under valgrind
 set -euo pipefail
 . "$(dirname "$0")/../scripts/common.sh"
 
@@ -25,8 +33,37 @@ PRIVATE=$LAB/private
 # Same path on every host, really shared: "shared storage".
 SHARED=$LAB/shared
 NSINIT=$LAB/nsinit
+QEMU_USER=libvirt-qemu
+QEMU_GROUP=kvm
 
 host_addr() { echo "127.0.0.$(( $1 + 1 ))"; }
+
+# The unprivileged user QEMU runs as, and what it needs on this machine.
+lab_qemu_user() {
+    getent group "$QEMU_GROUP" >/dev/null || groupadd -r "$QEMU_GROUP"
+    if ! getent passwd "$QEMU_USER" >/dev/null; then
+        useradd -r -g "$QEMU_GROUP" -d /nonexistent -s /usr/sbin/nologin \
+            -c "lab QEMU" "$QEMU_USER"
+        echo "lab: created user $QEMU_USER (group $QEMU_GROUP) for QEMU"
+    fi
+    # Post-copy needs userfaultfd. libvirt lets an unprivileged QEMU open
+    # /dev/userfaultfd only inside the per-domain mount namespace, which
+    # these nested hosts cannot create (namespaces = [ ]): stand in for it.
+    if [ "$(sysctl -n vm.unprivileged_userfaultfd)" != 1 ]; then
+        sysctl -q -w vm.unprivileged_userfaultfd=1
+        echo "lab: set vm.unprivileged_userfaultfd=1 (post-copy with unprivileged QEMU)"
+    fi
+    # QEMU opens the guest's kernel and disks under $BUILD_DIR: it needs to
+    # search every directory above, as virt-manager also offers to fix.
+    local d=$BUILD_DIR
+    while [ "$d" != / ]; do
+        if ! setpriv --reuid="$QEMU_USER" --regid="$QEMU_GROUP" --clear-groups test -x "$d"; then
+            setfacl -m "u:$QEMU_USER:x" "$d"
+            echo "lab: gave $QEMU_USER search permission on $d"
+        fi
+        d=$(dirname "$d")
+    done
+}
 
 lab_prepare() {
     mkdir -p "$HOSTS" "$PRIVATE" "$SHARED"
@@ -34,6 +71,7 @@ lab_prepare() {
         gcc -O2 -Wall -Wextra -Werror -o "$NSINIT" "$TOP/lab/nsinit.c"
     fi
     [ -f "$PKI/cacert.pem" ] || cmd_pki
+    [ -n "${LAB_QEMU_ROOT:-}" ] || lab_qemu_user
 }
 
 cert() {  # cert NAME CN SANS... -> $PKI/NAME{cert,key}.pem signed by the CA
@@ -110,10 +148,16 @@ cmd_start() {
     cp "$PKI/hostkey.pem" "$H/etc/pki/qemu/server-key.pem"
     cp "$PKI/hostcert.pem" "$H/etc/pki/qemu/client-cert.pem"
     cp "$PKI/hostkey.pem" "$H/etc/pki/qemu/client-key.pem"
+    # QEMU reads its TLS keys itself: readable by its group, as distributions
+    # install them
+    if [ -z "${LAB_QEMU_ROOT:-}" ]; then
+        chgrp "$QEMU_GROUP" "$H/etc/pki/qemu/"*.pem
+        chmod 0640 "$H/etc/pki/qemu/"*.pem
+    fi
 
     local uuid log_filters
     uuid=$(host_uuid "$name")
-    log_filters="1:qemu.qemu_migration 1:qemu.qemu_migration_params 1:qemu.qemu_migration_tunnel 1:qemu.qemu_migration_cookie 3:qemu.qemu_monitor 1:rpc.netclientstream 2:remote 2:qemu 3:util 3:rpc 3:conf 3:event"
+    log_filters=${LAB_LOG_FILTERS:-"1:qemu.qemu_migration 1:qemu.qemu_migration_params 1:qemu.qemu_migration_tunnel 1:qemu.qemu_migration_cookie 3:qemu.qemu_monitor 1:rpc.netclientstream 2:remote 2:qemu 3:util 3:rpc 3:conf 3:event"}
     local d
     for d in libvirtd virtproxyd virtqemud virtlogd; do
         cat >> "$H/etc/libvirt/$d.conf" <<EOC
@@ -122,6 +166,7 @@ cmd_start() {
 host_uuid = "$uuid"
 log_filters = "$log_filters"
 log_outputs = "1:file:$P/var/log/libvirt/$d.log"
+${LAB_DAEMON_CONF:-}
 EOC
     done
     for d in libvirtd virtproxyd; do
@@ -136,10 +181,11 @@ EOC
     cat >> "$H/etc/libvirt/qemu.conf" <<EOC
 
 # --- lab host $name ---
-security_driver = "none"
-user = "root"
-group = "root"
-dynamic_ownership = 0
+$(if [ -n "${LAB_QEMU_ROOT:-}" ]; then
+    printf 'security_driver = "none"\nuser = "root"\ngroup = "root"\ndynamic_ownership = 0\n'
+else
+    printf 'user = "%s"\ngroup = "%s"\ndynamic_ownership = 1\n' "$QEMU_USER" "$QEMU_GROUP"
+fi)
 remember_owner = 0
 cgroup_controllers = [ ]
 namespaces = [ ]

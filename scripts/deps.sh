@@ -20,7 +20,7 @@ BUILD_PKGS=(
 )
 LAB_PKGS=(
     gnutls-bin busybox-static cpio iproute2 util-linux socat
-    procps psmisc python3-matplotlib
+    procps psmisc python3-matplotlib acl
 )
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 BPO_LIST=/etc/apt/sources.list.d/libvirt-tunnel-bpo.sources

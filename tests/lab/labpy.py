@@ -57,8 +57,9 @@ def wait_for(what, fn, timeout, interval=0.2):
 
 
 class Host:
-    def __init__(self, name, idx, stock=False, split=False):
+    def __init__(self, name, idx, stock=False, split=False, env=None):
         self.name, self.idx, self.stock, self.split = name, idx, stock, split
+        self.env = env or {}
         self.addr = "127.0.0.%d" % (idx + 1)
         self.dir = os.path.join(LAB, "hosts", name)
         self.private = os.path.join(self.dir, "private")
@@ -69,7 +70,7 @@ class Host:
             args.append("--stock")
         if self.split:
             args.append("--split")
-        run(args, timeout=120)
+        run(args, timeout=120, env=dict(os.environ, **self.env))
         # Prove which build this host runs: the daemons' executables.
         want = os.path.join(BUILD, "install-stock" if self.stock else "install", "sbin")
         pids = self.daemon_pids()
@@ -247,6 +248,7 @@ class Guest:
             host.virsh("start", self.name)
         else:
             host.virsh("create", xmlpath)
+        check_qemu_user(host)
         self.wait_progress(host, "workload running on %s" % host.name, timeout=timeout)
 
     def wait_progress(self, host, what, timeout=90, min_lines=3):
@@ -273,6 +275,24 @@ class Guest:
         for dev, d in last["disks"].items():
             check(d["err"] == 0, "disk verifier errors on %s %s: %d" % (host.name, dev, d["err"]))
         return last
+
+
+QEMU_USER = "libvirt-qemu"
+
+
+def check_qemu_user(host):
+    """The lab runs QEMU as distributions do: unprivileged (lab.sh), unless
+    LAB_QEMU_ROOT is set.  Every QEMU of `host` must run as that user."""
+    import pwd
+    want = 0 if os.environ.get("LAB_QEMU_ROOT") else pwd.getpwnam(QEMU_USER).pw_uid
+    for pid in host.qemu_pids():
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                uid = int(next(line for line in f if line.startswith("Uid:")).split()[2])
+        except (OSError, StopIteration):
+            continue
+        check(uid == want, "QEMU %d on %s runs as uid %d, expected %d (%s)"
+              % (pid, host.name, uid, want, "root" if not want else QEMU_USER))
 
 
 def make_disk(path, fmt="raw", size_mib=32, backing=None, base_blocks=0, ring=1024):
@@ -333,7 +353,9 @@ class Forwarder:
     ways and `written` towards the server.
 
     pause() stops taking data from the clients (they back up as if the
-    server stopped reading), resume() goes on.
+    server stopped reading), blackhole() stops taking data either way (a
+    link that drops every packet but is never reset: only a timeout can
+    notice), resume() goes on.
 
     Bounded: at most `max_conns` connections; every thread exits once
     close() closed the sockets."""
@@ -349,13 +371,37 @@ class Forwarder:
         self.closed = False
         self.flowing = threading.Event()
         self.flowing.set()
+        self.flowing_back = threading.Event()
+        self.flowing_back.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def pause(self):
         self.flowing.clear()
 
+    def blackhole(self):
+        self.flowing.clear()
+        self.flowing_back.clear()
+
+    def pending(self):
+        """Bytes the clients sent that wait, unread, in front of the
+        forwarder (e.g. writes held back by pause())."""
+        import fcntl
+        import struct
+        import termios
+        total = 0
+        with self.lock:
+            clients = self.conns[0::2]
+            for c in clients:
+                try:
+                    total += struct.unpack("i", fcntl.ioctl(c.fileno(), termios.FIONREAD,
+                                                            b"\0\0\0\0"))[0]
+                except OSError:
+                    pass
+        return total
+
     def resume(self):
         self.flowing.set()
+        self.flowing_back.set()
 
     def _accept(self):
         for _ in range(self.max_conns):
@@ -377,10 +423,9 @@ class Forwarder:
         burst = 65536
         allowance, last = burst, time.monotonic()
         while True:
-            if to_server:
-                self.flowing.wait()       # close() sets it
-                if self.closed:
-                    break
+            (self.flowing if to_server else self.flowing_back).wait()   # close() sets both
+            if self.closed:
+                break
             try:
                 data = src.recv(262144 if not throttle else 65536)
                 if not data:
@@ -412,6 +457,7 @@ class Forwarder:
         with self.lock:
             self.closed = True
             self.flowing.set()
+            self.flowing_back.set()
             for s in self.conns:
                 try:
                     if reset:
@@ -485,6 +531,8 @@ class SlowNbdDisk(Forwarder):
             raise Failure("qemu-nbd failed: %s" % self.nbd.stderr.read())
         lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         lsock.bind(self.listen_path)
+        # the host's QEMU runs unprivileged and must be able to connect
+        os.chmod(self.listen_path, 0o777)
         lsock.listen(4)
 
         def connect():

@@ -1,0 +1,579 @@
+"""Lab cases: faults during a tunnelled migration (link cuts, aborts, slow,
+stalled or dead destination storage and QEMU)."""
+import os
+import signal
+import subprocess
+import time
+
+from labpy import LAB, LinkProxy, SlowNbdDisk
+from e2e_common import (Failure, GNAME, case, caught_up, check, check_daemons, check_keepalive,
+                         copy_progress, daemons_now, disk_mib, fds_of, fill_outside_ring,
+                         guest_busy, guest_disks, jobinfo, log, mib_processed, migrate,
+                         nbd_sockets, prepare_disks, resume_natively, run, slow_disks_xml,
+                         tunnel_or_native, verify_migrated, wait_for, wait_guest_on,
+                         wait_postcopy_failed, wait_postcopy_switch)
+
+
+@case("tunnelled precopy: link cut keeps the guest running on the source")
+def t_tunnel_cut_precopy(a, b):
+    g = guest_busy(); g.start(a)
+    proxy = LinkProxy(b.addr)
+
+    def cut(proc):
+        wait_for("16 MiB through the tunnel", lambda: proc.poll() is not None
+                 or mib_processed(a) > 16, 60)
+        log("cutting the link after %d bytes" % proxy.bytes)
+        proxy.cut()
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], dest=proxy.uri(), during=cut,
+                      extra=["--bandwidth", "8"], timeout=120)
+    check(rc != 0, "migration succeeded although the link was cut")
+    log("error: %s" % out.strip().splitlines()[-1])
+    sa = a.domstate(GNAME)
+    check(sa.startswith("running"), "source state %r, expected running" % sa)
+    wait_for("the destination to clean up", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    g.wait_progress(a, "guest progress on A after the cut", timeout=30)
+    g.check_clean(a)
+
+
+
+@case("tunnelled storage: domjobabort mid-mirror leaves the guest on A, no leaks")
+def t_tunnel_storage_abort(a, b):
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b); g.start(a)
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    daemons = daemons_now(a, b)
+    fds_a, fds_b = fds_of(a), fds_of(b)
+    log("daemon fds before: A=%s B=%s" % (fds_a, fds_b))
+
+    def abort(proc):
+        wait_for("the mirror to move", lambda: proc.poll() is not None or
+                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        check(nbd_sockets(a) == [], "a listening NBD socket is left on A once QEMU connected")
+        p = a.virsh("domjobabort", GNAME, check_rc=False)
+        log("$ virsh domjobabort %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
+    # 2 MiB/s: the mirror of 64 MiB would take 30 s
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"], during=abort,
+                      extra=["--bandwidth", "2"])
+    check(rc != 0, "migration was not aborted: %s" % out)
+    check("canceled by client" in out or "cancelled" in out.lower(),
+          "unexpected error after abort: %s" % out.strip())
+    check_daemons(daemons)
+    check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
+    wait_for("the incoming domain to go from B", lambda: b.domstate(GNAME) is None, 60)
+    check(not b.qemu_pids(), "a QEMU was left on the destination")
+    g.wait_progress(a, "guest progress on A after the abort", timeout=60)
+    g.check_clean(a)
+    check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
+    try:
+        wait_for("the daemons to close what the migration opened",
+                 lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    except Failure:
+        for h in (a, b):
+            for comm, pid in h.daemon_pids().items():
+                fds = sorted(os.readlink("/proc/%d/fd/%s" % (pid, f))
+                             for f in os.listdir("/proc/%d/fd" % pid))
+                log("%s %s fds: %s" % (h.name, comm, fds))
+        log(run(["ss", "-tnpx"], check_rc=False).stdout)
+        raise
+    log("daemon fds after: A=%s B=%s" % (fds_of(a), fds_of(b)))
+    # The source's disks are intact and still the guest's: migrate again, natively.
+    rc, out = migrate(a, b, ["live", "p2p", "copy-storage-all"])
+    check(rc == 0, "migration after the abort failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
+
+
+
+@case("tunnelled storage: link cut mid-mirror keeps the guest on A")
+def t_tunnel_storage_cut(a, b):
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b); g.start(a)
+    proxy = LinkProxy(b.addr)
+    daemons = daemons_now(a, b)
+
+    def cut(proc):
+        wait_for("the mirror to move", lambda: proc.poll() is not None or
+                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        log("cutting the link after %d bytes" % proxy.bytes)
+        proxy.cut()
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"], dest=proxy.uri(),
+                      extra=["--bandwidth", "2"], timeout=120, during=cut, during_mirror=True)
+    check(proxy.cut_done, "the link was never cut")
+    check(rc != 0, "migration succeeded although the link was cut")
+    log("error: %s" % out.strip().splitlines()[-1])
+    check_daemons(daemons)
+    sa = a.domstate(GNAME)
+    check(sa == "running (booted)", "source state %r, expected running" % sa)
+    wait_for("the destination to clean up", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
+    p = a.virsh("blockjob", GNAME, "vda", "--info", check_rc=False)
+    check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
+          "a block job is left on A: %s" % (p.stdout + p.stderr).strip())
+    g.wait_progress(a, "guest progress on A after the cut", timeout=60)
+    g.check_clean(a)
+
+
+
+@case("tunnelled storage: a throttled destination disk; keepalive holds")
+def t_tunnel_storage_throttled(a, b):
+    """vda holds 24 MiB of data besides the guest's ring, and its target on B
+    is behind a 2 MiB/s link (qemu-nbd behind a slow forwarder, given to the
+    destination with --xml); vdb's target is a local file.  The migration
+    must complete with both disks intact, and no keepalive may trip while
+    vda's stream is backed up.  What reached B over time is logged for each
+    disk; LAB_NATIVE=1 runs the same natively for comparison, and
+    LAB_THROTTLE_RATE sets the rate in bytes/s."""
+    import threading
+    rate, extra_mib = int(os.environ.get("LAB_THROTTLE_RATE", 2 * 2**20)), 24
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b)
+    compare_vda = fill_outside_ring(g, a, b, "vda", extra_mib)
+    g.start(a)
+    slow = SlowNbdDisk(b, g.disks[0]["path"], "vda", rate)
+    try:
+        xmlpath = slow_disks_xml(a, {"vda": slow})
+        logs = (len(a.daemon_log()), len(b.daemon_log()))
+        daemons = daemons_now(a, b)
+        # what reached B: through the slow link for vda, allocated in vdb's file
+        vdb_b = os.path.join(b.private, os.path.basename(g.disks[1]["path"]))
+        sources = {"vda": lambda: slow.written,
+                   "vdb": lambda: os.stat(vdb_b).st_blocks * 512}
+        stop, timeline = threading.Event(), []
+        watcher = threading.Thread(target=copy_progress, args=(sources, stop, timeline))
+        watcher.start()
+        try:
+            rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native() + ["copy-storage-all"],
+                              extra=["--xml", xmlpath])
+        finally:
+            stop.set()
+            watcher.join()
+        check_daemons(daemons)
+        check_keepalive((a, b), logs)
+        check(rc == 0, "migration failed: %s" % out)
+        log("throttle %.1f MiB/s on vda's target" % (rate / 2**20))
+        for dev in ("vda", "vdb"):
+            t, final = caught_up(timeline, dev)
+            log("%s: 95%% of its %.1f MiB had reached B after %s s" %
+                (dev, final / 2**20, "%.1f" % t if t is not None else "-"))
+        log("MiB at B over time: " + ", ".join(
+            "%.0fs %.1f/%.1f" % (t, v["vda"] / 2**20, v["vdb"] / 2**20)
+            for i, (t, v) in enumerate(timeline) if i % 10 == 0))
+        check(slow.written >= extra_mib * 2**20, "only %d bytes went through the slow link: was "
+              "vda really copied to it?" % slow.written)
+        verify_migrated(a, b, g, storage=True)
+        compare_vda()
+    finally:
+        slow.stop()
+
+
+@case("tunnelled storage: a stalled destination disk holds back only itself")
+def t_tunnel_storage_stalled(a, b):
+    """Both disks' targets on B are behind slow links (vda 4 MiB/s, vdb
+    2 MiB/s), and vda holds 64 MiB, vdb 24 MiB besides the guest's ring.
+    vdb's target stops taking writes (its forwarder stops reading) as soon
+    as vda's mirror writes to B, before vdb's own mirror can have copied
+    anything, and stays stalled for longer than the keepalive allows
+    (5 s x 5 + 5 s) and until all of vda's data is on B.  Meanwhile vdb's
+    mirror must really be writing (its writes wait in front of its stalled
+    target), vda must keep moving (the rest of its data, and the guest's
+    new writes) and no keepalive may trip: the destination daemon must not
+    stop reading the connection because vdb's stream is full.  Once vdb's
+    target resumes, the migration completes with both disks intact.
+
+    Nothing here depends on timing: vdb is stalled before its mirror
+    starts, so vda's progress while vdb is stalled is shown whatever the
+    machine's speed.  (vdb, the last disk, is the one stalled: QEMU drains
+    every disk while it sets up a mirror, so a disk stalled before the next
+    one's mirror started would hold that one back natively too.)
+    LAB_NATIVE=1 runs the same natively."""
+    hold, mib = 40, {"vda": 64, "vdb": 24}
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b, size_mib={"vda": 96})
+    compare = {dev: fill_outside_ring(g, a, b, dev, mib[dev]) for dev in ("vda", "vdb")}
+    g.start(a)
+    slow = {}
+    try:
+        slow["vda"] = SlowNbdDisk(b, g.disks[0]["path"], "vda", 4 * 2**20)
+        slow["vdb"] = SlowNbdDisk(b, g.disks[1]["path"], "vdb", 2 * 2**20)
+        xmlpath = slow_disks_xml(a, slow)
+        logs = (len(a.daemon_log()), len(b.daemon_log()))
+        daemons = daemons_now(a, b)
+
+        def stall(proc):
+            # B's QEMU has opened both targets once vda's mirror writes to
+            # B; vdb's mirror starts only after vda's (disk order).
+            wait_for("vda's mirror to write to B", lambda: proc.poll() is not None or
+                     slow["vda"].written >= 2**20, 120)
+            check(proc.poll() is None, "the migration ended before vda's mirror wrote to B")
+            slow["vdb"].pause()
+            t0 = time.monotonic()
+            log("vdb's target on B stalled; vda's target had got %.1f MiB" %
+                (slow["vda"].written / 2**20))
+            wait_for("vdb's mirror writes to wait at its stalled target",
+                     lambda: proc.poll() is not None or slow["vdb"].pending() > 0, 120)
+            check(proc.poll() is None, "the migration ended while vdb was stalled")
+            written, moved = slow["vdb"].written, slow["vda"].written
+            log("vdb's mirror is writing: %d bytes wait at its stalled target, %.1f MiB "
+                "went through before the stall" % (slow["vdb"].pending(), written / 2**20))
+            wait_for("vda's data to reach B while vdb is stalled",
+                     lambda: proc.poll() is not None or compare["vda"](quiet=True), 180)
+            check(proc.poll() is None, "the migration ended while vdb was stalled")
+            log("vda's data was on B %.1f s into the stall" % (time.monotonic() - t0))
+            # hold the stall past the point where a keepalive would trip
+            try:
+                proc.wait(timeout=max(0, hold - (time.monotonic() - t0)))
+            except subprocess.TimeoutExpired:
+                pass
+            check(proc.poll() is None, "the migration failed while vdb was stalled")
+            check(slow["vdb"].written == written, "vdb's target was not really stalled")
+            check(slow["vda"].written > moved,
+                  "vda did not move while vdb was stalled (%d bytes before and after)" % moved)
+            log("resuming vdb's target after %.1f s; vda moved %.1f MiB meanwhile" %
+                (time.monotonic() - t0, (slow["vda"].written - moved) / 2**20))
+            slow["vdb"].resume()
+        try:
+            rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native() + ["copy-storage-all"],
+                              extra=["--xml", xmlpath], during=stall, during_mirror=True)
+        finally:
+            slow["vdb"].resume()
+        check_daemons(daemons)
+        check_keepalive((a, b), logs)
+        check(rc == 0, "migration failed: %s" % out)
+        verify_migrated(a, b, g, storage=True)
+        for dev in ("vda", "vdb"):
+            compare[dev]()
+    finally:
+        for d in slow.values():
+            d.stop()
+
+
+@case("tunnelled storage: the destination QEMU stops reading mid-mirror; keepalive holds")
+def t_tunnel_storage_dest_stopped(a, b):
+    """B's QEMU is stopped (SIGSTOP) for 40 s while both disks' mirrors run
+    (at 4 MiB/s, vda holding 24 MiB besides the guest's ring): it reads
+    none of its NBD connections, so each disk's stream backs up in B's
+    daemon.  That must not stop B's daemon from reading the connection,
+    or the keepalive trips after 30 s and the migration fails, where a
+    native migration just waits.  Once QEMU goes on (and the bandwidth
+    limit is lifted), the migration completes with both disks intact.  LAB_NATIVE=1
+    runs it natively."""
+    import signal
+    hold = 40
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b)
+    compare = fill_outside_ring(g, a, b, "vda", 24)
+    g.start(a)
+    logs = (len(a.daemon_log()), len(b.daemon_log()))
+    daemons = daemons_now(a, b)
+    stopped = []
+
+    def stop(proc):
+        copied = [0.0]
+
+        def moving():
+            if proc.poll() is not None:
+                return True
+            copied[0] = disk_mib(jobinfo(a, GNAME, completed=False))
+            return copied[0] > 1
+        wait_for("the mirror to move", moving, 60)
+        pids = b.qemu_pids()
+        check(proc.poll() is None and len(pids) == 1,
+              "no migration to B in progress (QEMU on B: %s)" % pids)
+        os.kill(pids[0], signal.SIGSTOP)
+        stopped.append(pids[0])
+        t0 = time.monotonic()
+        log("B's QEMU stopped with %.1f MiB of storage copied" % copied[0])
+        try:
+            proc.wait(timeout=hold)
+        except subprocess.TimeoutExpired:
+            pass
+        check(proc.poll() is None, "the migration ended %.1f s after B's QEMU stopped" %
+              (time.monotonic() - t0))
+        os.kill(stopped.pop(), signal.SIGCONT)
+        log("B's QEMU resumed after %.1f s" % (time.monotonic() - t0))
+        # the memory could not converge at 4 MiB/s
+        a.virsh("migrate-setspeed", GNAME, "--bandwidth", "10000")
+    try:
+        rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native() + ["copy-storage-all"],
+                          extra=["--bandwidth", "4"], during=stop, during_mirror=True)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    check_daemons(daemons)
+    check_keepalive((a, b), logs)
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
+    compare()
+
+
+@case("tunnelled storage: the destination QEMU dies mid-mirror")
+def t_tunnel_storage_dest_killed(a, b):
+    """B's QEMU is killed (SIGKILL) while the mirrors run at --bandwidth 4,
+    with the source still sending disk data into the streams.  The
+    migration must fail with an error, both daemons must survive, the guest
+    must keep running on A on its own disks, and nothing may be left."""
+    import signal
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b)
+    fill_outside_ring(g, a, b, "vda", 24)
+    g.start(a)
+    daemons = daemons_now(a, b)
+
+    def kill(proc):
+        wait_for("the mirror to move", lambda: proc.poll() is not None or
+                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        pids = b.qemu_pids()
+        check(proc.poll() is None and len(pids) == 1,
+              "no migration to B in progress (QEMU on B: %s)" % pids)
+        os.kill(pids[0], signal.SIGKILL)
+        log("B's QEMU killed")
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"],
+                      extra=["--bandwidth", "4"], during=kill, during_mirror=True,
+                      timeout=120)
+    check(rc != 0, "migration succeeded although B's QEMU was killed")
+    log("error: %s" % out.strip().splitlines()[-1])
+    check_daemons(daemons)
+    check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
+    wait_for("the destination to clean up", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
+    g.wait_progress(a, "guest progress on A after the failure", timeout=60)
+    g.check_clean(a)
+
+
+# ------------------------------------------------- a destination that stops answering
+
+def check_responsive(host, what, probes=3):
+    """The daemon of `host` answers other clients while `what`: `virsh list`
+    must come back, each time, well within the keepalive's 30 s (stock
+    11.3.0 answers in tens of ms; the series once did not answer at all)."""
+    for i in range(probes):
+        t0 = time.monotonic()
+        try:
+            p = host.virsh("list", "--all", timeout=10, check_rc=False)
+        except subprocess.TimeoutExpired:
+            raise Failure("%s's daemon did not answer `virsh list` within 10 s while %s"
+                          % (host.name, what))
+        check(p.returncode == 0, "virsh list on %s failed: %s" % (host.name, p.stderr.strip()))
+        log("%s answered `virsh list` in %.0f ms (%s)" % (host.name,
+                                                        (time.monotonic() - t0) * 1000, what))
+        time.sleep(1)
+
+
+def freeze_destination(b, how, proxy):
+    """Make the destination stop answering: its daemon stopped (SIGSTOP),
+    or the link between the daemons blackholed (nothing goes through, no
+    reset).  Returns the function that undoes it."""
+    if how == "sigstop":
+        pids = list(b.daemon_pids().values())
+        check(pids, "no daemon on B")
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        log("B's daemon stopped (SIGSTOP %s)" % pids)
+
+        def thaw():
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        return thaw
+    proxy.blackhole()
+    log("the link to B is blackholed after %d bytes" % proxy.bytes)
+    return proxy.resume
+
+
+def frozen_destination(a, b, how, storage=False, postcopy=False):
+    """Freeze the destination (`how`: "sigstop" or "blackhole") in the
+    middle of a tunnelled migration.  The source daemon must go on
+    answering other clients; domjobabort must return promptly (pre-copy
+    and storage); the migration must fail, with the guest still running on
+    A, verified, and nothing left on B once it is back (pre-copy, storage),
+    or the guest paused on A and recoverable (post-copy, recovered here
+    with a native resume)."""
+    if storage:
+        g = guest_disks(("vda",)); prepare_disks(g, a, b)
+    else:
+        g = guest_busy()
+    g.start(a)
+    proxy = LinkProxy(b.addr) if how == "blackhole" else None
+    daemons = daemons_now(a, b)
+    thawed = []
+    events = {}
+
+    def freeze(proc):
+        if postcopy:
+            wait_postcopy_switch(a, proc)
+            wait_guest_on(b, g, proc)
+        elif storage:
+            wait_for("the mirror to move", lambda: proc.poll() is not None
+                     or disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        else:
+            wait_for("8 MiB through the tunnel", lambda: proc.poll() is not None
+                     or mib_processed(a) > 8, 60)
+        check(proc.poll() is None, "the migration ended before the destination froze")
+        thaw = freeze_destination(b, how, proxy)
+        thawed.append(thaw)
+        events["frozen"] = time.monotonic()
+        check_responsive(a, "the destination is frozen")
+        p = a.virsh("domjobinfo", GNAME, timeout=10, check_rc=False)
+        check(p.returncode == 0, "domjobinfo on A failed: %s" % p.stderr.strip())
+        if not postcopy:
+            t0 = time.monotonic()
+            p = a.virsh("domjobabort", GNAME, timeout=20, check_rc=False)
+            log("$ virsh domjobabort -> rc %d in %.1f s %s" % (p.returncode, time.monotonic() - t0,
+                                                               p.stderr.strip()))
+            check(p.returncode == 0, "domjobabort failed: %s" % p.stderr.strip())
+            check_responsive(a, "the migration is being aborted", probes=2)
+    flags = ["live", "p2p", "tunnelled"]
+    extra = ["--bandwidth", "8"]
+    if storage:
+        flags.append("copy-storage-all")
+        extra = ["--bandwidth", "2"]
+    if postcopy:
+        flags.append("postcopy")
+        extra += ["--postcopy-bandwidth", "4"]
+    try:
+        rc, out = migrate(a, b, flags, dest=proxy.uri() if proxy else None,
+                          switch_postcopy=postcopy, during=freeze, during_mirror=storage,
+                          extra=extra, timeout=180)
+        check(rc != 0, "the migration succeeded although the destination froze")
+        log("the migration failed %.0f s after the destination froze: %s" % (
+            time.monotonic() - events.get("frozen", time.monotonic()),
+            out.strip().splitlines()[-1] if out.strip() else ""))
+        check_responsive(a, "the migration failed", probes=1)
+    finally:
+        for thaw in thawed:
+            thaw()
+        if proxy:
+            proxy.close()
+    check_daemons(daemons)
+    if postcopy:
+        wait_postcopy_failed(a, b)
+        resume_natively(a, b, g)
+        return
+    wait_for("the guest to keep running on A",
+             lambda: (a.domstate(GNAME) or "").startswith("running"), 60)
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    g.check_clean(a)
+    wait_for("B to remove the incoming domain", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 90)
+    if storage:
+        p = a.virsh("blockjob", GNAME, "vda", "--info", check_rc=False)
+        check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
+              "a block job is left on A: %s" % (p.stdout + p.stderr).strip())
+
+
+@case("frozen destination daemon (SIGSTOP) in tunnelled pre-copy: the source answers, abort works")
+def t_frozen_precopy(a, b):
+    frozen_destination(a, b, "sigstop")
+
+
+@case("frozen destination daemon (SIGSTOP) mid-mirror: the source answers, abort works")
+def t_frozen_storage(a, b):
+    frozen_destination(a, b, "sigstop", storage=True)
+
+
+@case("frozen destination daemon (SIGSTOP) in tunnelled post-copy: paused, then recovered")
+def t_frozen_postcopy(a, b):
+    frozen_destination(a, b, "sigstop", postcopy=True)
+
+
+@case("blackholed link in tunnelled pre-copy: the source answers, abort works")
+def t_blackhole_precopy(a, b):
+    frozen_destination(a, b, "blackhole")
+
+
+@case("blackholed link mid-mirror: the source answers, abort works")
+def t_blackhole_storage(a, b):
+    frozen_destination(a, b, "blackhole", storage=True)
+
+
+@case("blackholed link in tunnelled post-copy: paused, then recovered")
+def t_blackhole_postcopy(a, b):
+    frozen_destination(a, b, "blackhole", postcopy=True)
+
+
+# ------------------------------------------------- memory and credentials
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+STREAM_QUEUE_MIB = 2
+
+
+@case("a stalled destination QEMU with synchronous writes: B's daemon queues at most its cap",
+      env={"LAB_DAEMON_CONF": "max_client_stream_queue = %d\nmax_stream_queue = %d"
+           % (STREAM_QUEUE_MIB, 2 * STREAM_QUEUE_MIB)})
+def t_stream_queue_cap(a, b):
+    """B's QEMU stops reading (SIGSTOP, 20 s: less than the keepalive
+    allows, so the migration survives) while a synchronous-writes mirror
+    pushes into it at 8 MiB/s; B's daemon is configured to queue at most
+    2 MiB of stream data per client without request slots.  Its memory
+    must grow by no more than that, plus the max_client_requests packets
+    it takes beyond the cap and some slack (the mirror alone has 16 MiB in
+    flight, so without the cap B's daemon would hold all of it), and the
+    migration completes with the disk intact."""
+    hold, slack_mib = 20, 6
+    g = guest_disks(("vda",)); prepare_disks(g, a, b, size_mib={"vda": 96})
+    compare = fill_outside_ring(g, a, b, "vda", 64)
+    g.start(a)
+    daemon = list(b.daemon_pids().values())[0]
+    daemons = daemons_now(a, b)
+    stopped, rss = [], {}
+
+    def stop(proc):
+        wait_for("the mirror to move", lambda: proc.poll() is not None
+                 or disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        pids = b.qemu_pids()
+        check(proc.poll() is None and len(pids) == 1, "no migration to B in progress")
+        rss["before"] = rss["peak"] = rss_kib(daemon)
+        os.kill(pids[0], signal.SIGSTOP)
+        stopped.append(pids[0])
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < hold and proc.poll() is None:
+            rss["peak"] = max(rss["peak"], rss_kib(daemon))
+            time.sleep(0.2)
+        check(proc.poll() is None, "the migration ended while B's QEMU was stopped")
+        os.kill(stopped.pop(), signal.SIGCONT)
+        a.virsh("migrate-setspeed", GNAME, "--bandwidth", "10000")
+    try:
+        rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all",
+                                 "copy-storage-synchronous-writes"],
+                          extra=["--bandwidth", "8"], during=stop, during_mirror=True)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    check_daemons(daemons)
+    grew = (rss.get("peak", 0) - rss.get("before", 0)) / 1024
+    log("B's daemon: RSS %.1f MiB before the stall, peak %.1f MiB (+%.1f MiB; cap %d MiB)"
+        % (rss.get("before", 0) / 1024, rss.get("peak", 0) / 1024, grew, STREAM_QUEUE_MIB))
+    check(grew <= STREAM_QUEUE_MIB + 2 + slack_mib,
+          "B's daemon grew by %.1f MiB, more than its %d MiB stream queue cap allows"
+          % (grew, STREAM_QUEUE_MIB))
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
+    compare()
+
+
+@case("debug logs of both daemons hold no credential", env={"LAB_LOG_FILTERS": "1:*"})
+def t_no_credential_in_logs(a, b):
+    """With every module of both daemons at debug level, a tunnelled storage
+    migration with post-copy (every kind of stream) leaves nothing in the
+    logs that would let another client attach to a migration: the streams
+    are bound to the connection that prepared the migration, so there is no
+    secret to log, and none of the lab's TLS key material shows up
+    either."""
+    g = guest_disks(("vda",), busy=True); prepare_disks(g, a, b); g.start(a)
+    logs = (len(a.daemon_log()), len(b.daemon_log()))
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"],
+                      switch_postcopy=True, extra=["--bandwidth", "8"])
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True, storage=True)
+    text = a.daemon_log()[logs[0]:] + b.daemon_log()[logs[1]:]
+    # the logs really are at debug level and cover the streams being opened
+    check("virDomainMigrateOpenTunnel" in text and "kind=nbd" in text,
+          "the debug logs do not show the tunnel streams being opened")
+    check("<tunnel" not in text and "secret=" not in text,
+          "a tunnel credential appears in the daemons' logs")
+    key = open(os.path.join(LAB, "pki", "hostkey.pem")).read().splitlines()
+    leaked = [line for line in key if len(line) > 40 and line in text]
+    check(not leaked, "the lab's TLS private key appears in the daemons' logs")
+    log("%d MiB of debug logs, no credential in them" % (len(text) // 2**20))

@@ -1,0 +1,454 @@
+"""Shared by the lab's end-to-end cases: the case registry, migrating,
+verifying the guest, and the guests and disks the cases use.
+
+Every check looks at the guest itself, never only at an exit code."""
+import glob
+import os
+import shutil
+import subprocess
+import time
+
+from labpy import (Failure, Guest, LAB, PREFIX, PRIVATE, SHARED, TOP, VIRSH, check,  # noqa: F401
+                   check_qemu_user, jobinfo, log, make_disk, parse_console, run, verify_disk, wait_for)
+
+MIGRATE_API = os.path.join(LAB, "migrate-api")
+OPEN_TUNNEL = os.path.join(LAB, "open-tunnel")
+GNAME = "lab-guest"
+
+# Today's refusals (libvirt 11.3.0).  Later issues flip these cases to passing.
+REFUSE_POSTCOPY = "post-copy is not supported with tunnelled migration"
+REFUSE_POSTCOPY_DEST = "destination libvirt does not support post-copy with tunnelled migration"
+REFUSE_STORAGE = ("migration of non-shared storage is not supported with tunnelled "
+                  "migration and this QEMU")
+# Refusals added by the series.
+REFUSE_STORAGE_DEST = "destination libvirt does not support tunnelled storage migration"
+REFUSE_TUNNEL_TLS = ("TLS migration is not supported with tunnelled migration, the tunnel "
+                     "is protected by the libvirt connection (use a qemu+tls:// destination URI)")
+
+CASES = []
+
+
+def case(name, a="patched", b="patched", xfail=None, env=None):
+    """Register a test.  a/b: 'patched', 'stock', optionally '+split'.
+    env: variables for lab.sh when it starts both hosts (LAB_LOG_FILTERS,
+    LAB_DAEMON_CONF)."""
+    def deco(fn):
+        CASES.append({"name": name, "fn": fn, "a": a, "b": b, "xfail": xfail,
+                      "env": tuple(sorted((env or {}).items()))})
+        return fn
+    return deco
+
+
+def build_helpers():
+    os.makedirs(LAB, exist_ok=True)
+    header = os.path.join(TOP, "tests", "lab", "lab-client.h")
+    for exe in (MIGRATE_API, OPEN_TUNNEL):
+        src = os.path.join(TOP, "tests", "lab", os.path.basename(exe) + ".c")
+        if not os.path.exists(exe) or max(os.path.getmtime(src), os.path.getmtime(header)) \
+                > os.path.getmtime(exe):
+            libdir = os.path.join(PREFIX, "lib", "x86_64-linux-gnu")
+            run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I" + os.path.join(PREFIX, "include"),
+                 "-o", exe, src, "-L" + libdir, "-Wl,-rpath," + libdir, "-lvirt"])
+
+
+# ---------------------------------------------------------------- migration
+
+def migrate(a, b, flags, transport="tcp", api=False, switch_postcopy=False,
+            extra=(), timeout=300, dest=None, during=None, during_mirror=False):
+    """Migrate GNAME from a to b.  Returns (rc, output).  during(proc) runs
+    once precopy is moving (after the post-copy switch if one was asked),
+    or with during_mirror as soon as the job runs (storage is copied first)."""
+    dest = dest or b.uri(transport)
+    if api:
+        args = [MIGRATE_API, a.client_uri(), GNAME, dest]
+        for f in flags:
+            args += ["--flag", f]
+        args += list(extra)
+    else:
+        args = [VIRSH, "-c", a.client_uri(), "migrate", "--verbose"]
+        args += ["--" + f for f in flags] + list(extra) + [GNAME, dest]
+    log("$ " + " ".join(os.path.basename(x) if x in (VIRSH, MIGRATE_API) else x for x in args))
+    t0 = time.monotonic()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if switch_postcopy or during:
+        # Wait until precopy is moving, then switch, as an operator would.
+        def running():
+            if proc.poll() is not None:
+                return True
+            info = jobinfo(a, GNAME, completed=False)
+            return (info.get("Job type") == "Unbounded" and
+                    (during_mirror or float(info.get("Memory processed", "0 B").split()[0]) > 0))
+        wait_for("precopy to start", running, 120)
+        if switch_postcopy and proc.poll() is None:
+            p = a.virsh("migrate-postcopy", GNAME, check_rc=False)
+            log("$ virsh migrate-postcopy %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
+        if during and proc.poll() is None:
+            during(proc)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+        raise Failure("migration did not finish within %ds" % timeout)
+    log("migration rc=%d in %.1fs: %s" % (proc.returncode, time.monotonic() - t0,
+                                        out.strip().splitlines()[-1] if out.strip() else ""))
+    return proc.returncode, out
+
+
+def verify_migrated(a, b, g, postcopy=False, storage=None):
+    """The full set of checks after a successful migration."""
+    # Domain state and reason on both hosts.
+    sa, sb = a.domstate(GNAME), b.domstate(GNAME)
+    log("state: A=%s B=%s" % (sa, sb))
+    check(sa == "shut off (migrated)", "source state is %r, expected 'shut off (migrated)'" % sa)
+    check(sb in ("running (migrated)", "running (post-copy)"),
+          "destination state is %r" % sb)
+    check(not a.qemu_pids(), "a QEMU is still running on the source")
+    check_qemu_user(b)
+    # The guest keeps making progress on B, with no verifier errors.
+    stats = g.wait_progress(b, "guest progress on B", timeout=90)
+    last = g.check_clean(b)
+    log("guest on B: t=%d mem_gen=%d mem_err=%d disks=%s" % (
+        last["t"], last["gen"], last["mem_err"],
+        {k: (v["seq"], v["err"]) for k, v in last["disks"].items()}))
+    check(stats[-1]["gen"] >= 1, "memory workload made no pass on B")
+    # Job statistics, from both ends.
+    src = jobinfo(a, GNAME)
+    dst = jobinfo(b, GNAME)
+    check(src.get("Job type") == "Completed", "source job stats: %r" % src.get("Job type"))
+    check(src.get("Operation") == "Outgoing migration", "source job operation %r" % src.get("Operation"))
+    # The destination keeps incoming stats only for precopy completions.
+    check(dst.get("Operation") in (None, "Incoming migration"),
+          "destination job operation %r" % dst.get("Operation"))
+    mem_total = float(src.get("Memory total", "0 MiB").split()[0])
+    mem_done = float(src.get("Memory processed", "0 MiB").split()[0])
+    check(mem_total > 200, "source reports memory total %s" % src.get("Memory total"))
+    check(mem_done > 10, "source reports memory processed %s" % src.get("Memory processed"))
+    check(src.get("Memory remaining", "").startswith("0.000"), "memory remaining %s" % src.get("Memory remaining"))
+    log("job: %s processed in %s, downtime %s, postcopy requests %s" % (
+        src.get("Data processed"), src.get("Time elapsed"), src.get("Total downtime"),
+        src.get("Postcopy requests")))
+    if postcopy:
+        reqs = int(src.get("Postcopy requests", "0").split()[0])
+        check(reqs > 0, "no post-copy page requests were served (did post-copy run?)")
+    if storage:
+        disk_done = src.get("File processed") or src.get("Disk processed")
+        log("storage: %s" % disk_done)
+    # Disks on B are byte-identical to what the guest wrote.
+    if g.disks:
+        b.virsh("suspend", GNAME)
+        stats, _ = parse_console(g.console(b))
+        last = stats[-1]
+        b.virsh("destroy", GNAME)
+        if os.environ.get("LAB_BREAK") == "disk":
+            # Deliberately break the check: flip one byte of B's first disk.
+            img = os.path.join(b.private, os.path.basename(g.disks[0]["path"]))
+            with open(img, "r+b") as f:
+                f.seek(4096 * 3 + 123)
+                c = f.read(1)
+                f.seek(4096 * 3 + 123)
+                f.write(bytes([c[0] ^ 0xFF]))
+            log("LAB_BREAK=disk: flipped one byte of %s" % img)
+        for d in g.disks:
+            verify_disk(b, d["path"], d["dev"], g.ring, last["disks"][d["dev"]]["seq"],
+                        d.get("base_blocks", 0))
+    return src, dst
+
+
+def daemons_now(*hosts):
+    """Each host's daemon PIDs, to prove later that none died (check_daemons)."""
+    return [(h, h.daemon_pids()) for h in hosts]
+
+
+def check_daemons(daemons):
+    for h, before in daemons:
+        check(h.daemon_pids() == before, "a libvirt daemon on %s died or restarted: %s -> %s"
+              % (h.name, before, h.daemon_pids()))
+
+
+def verify_refused(a, b, g, rc, out, message, daemons=None):
+    """An expected refusal: exact message, guest untouched on A, nothing on B,
+    and (given daemons_now() from before) no daemon died."""
+    check(rc != 0, "migration unexpectedly succeeded")
+    if daemons:
+        check_daemons(daemons)
+    check(message in out, "expected refusal %r, got: %s" % (message, out.strip()))
+    log("refused as expected: %s" % message)
+    check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
+    check(b.domstate(GNAME) is None, "a domain was left on the destination")
+    check(not b.qemu_pids(), "a QEMU was left on the destination")
+    g.wait_progress(a, "guest progress on A after the refusal", timeout=30)
+    return g.check_clean(a)
+
+
+# ---------------------------------------------------------------- guests
+
+def guest_nodisk():
+    return Guest(GNAME)
+
+
+def guest_busy():
+    """Dirties 128 MiB at 200 MiB/s: pre-copy at 8 MiB/s never converges."""
+    return Guest(GNAME, wl_mem=128, wl_rate=200)
+
+
+def guest_disks(devs=("vdb",), fmt="raw", backing=False, shared=(), busy=False):
+    """Disks in each host's private directory, except those named in
+    @shared, which live on the storage both hosts see."""
+    disks = []
+    for dev in devs:
+        path = os.path.join(SHARED if dev in shared else PRIVATE,
+                            "%s-%s.%s" % (GNAME, dev, fmt))
+        disks.append({"dev": dev, "path": path, "fmt": fmt, "shared": dev in shared,
+                      "backing": backing, "base_blocks": 64 if backing else 0})
+    # vda is used by nothing; keep device names stable: first disk is vda.
+    for i, d in enumerate(disks):
+        d["dev"] = "vd" + chr(ord("a") + i)
+    if busy:
+        # memory as guest_busy(), so that only post-copy converges
+        return Guest(GNAME, disks=disks, ring=1024, wrate=100, wl_mem=128, wl_rate=200)
+    return Guest(GNAME, disks=disks, ring=1024, wrate=100)
+
+
+def prepare_disks(g, a, b, precreate=True, size_mib=None):
+    """Create the guest's disks on A (with backing chain if asked) and the
+    copy-storage targets on B, as an operator would.  size_mib: {dev: MiB}
+    for raw disks bigger than the 32 MiB default."""
+    for d in g.disks:
+        size = (size_mib or {}).get(d["dev"], 32)
+        name = os.path.basename(d["path"])
+        src = os.path.join(a.private, name)
+        if d["shared"]:
+            make_disk(d["path"], d["fmt"], 32)
+            continue
+        if d["backing"]:
+            base = os.path.join(PRIVATE, GNAME + "-%s-base.qcow2" % d["dev"])
+            a_base = os.path.join(a.private, os.path.basename(base))
+            make_disk(a_base, "qcow2", 32, base_blocks=d["base_blocks"], ring=g.ring)
+            shutil.copy(a_base, os.path.join(b.private, os.path.basename(base)))
+            make_disk(src, "qcow2", 32, backing=base)
+            if precreate:
+                make_disk(os.path.join(b.private, name), "qcow2", 32, backing=base)
+        else:
+            make_disk(src, d["fmt"], size)
+            if precreate:
+                make_disk(os.path.join(b.private, name), d["fmt"], size)
+
+
+
+def mib_of(info, key="Memory processed"):
+    """A domjobinfo size such as "12.5 MiB", in MiB."""
+    v = info.get(key, "0 B").split()
+    return float(v[0]) * {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(v[1], 0)
+
+
+def mib_processed(a):
+    return mib_of(jobinfo(a, GNAME, completed=False))
+
+
+
+def wait_postcopy_switch(a, proc):
+    wait_for("post-copy", lambda: proc.poll() is not None
+             or a.domstate(GNAME) == "paused (post-copy)", 60)
+
+
+def wait_guest_on(b, g, proc, lines=2):
+    """Wait until the guest printed `lines` status lines on b after a
+    post-copy switch, before breaking the migration.
+
+    Under TCG, QEMU delivers an interrupt with the BQL held and reads the
+    IDT and the kernel stack through the guest's page tables.  If one of
+    those pages has not arrived when post-copy fails, the vCPU waits for it
+    forever with the BQL held, the destination's monitor stops answering, and
+    no recovery can start (KVM does not read guest memory there).  Once the
+    guest has run on b for a few timer ticks, those pages are present."""
+    def ran():
+        if proc.poll() is not None:
+            return True
+        stats, _ = parse_console(g.console(b))
+        return len(stats) >= lines
+    wait_for("the guest to run on %s" % b.name, ran, 60)
+
+
+def wait_postcopy_failed(a, b):
+    """Both sides wait for recovery, as after any failed post-copy: A paused,
+    B's vCPUs waiting for pages."""
+    try:
+        wait_for("both sides to wait for recovery",
+                 lambda: a.domstate(GNAME) == "paused (post-copy failed)"
+                 and b.domstate(GNAME) in ("paused (post-copy failed)",
+                                           "running (post-copy failed)"), 60)
+    finally:
+        log("state: A=%s B=%s" % (a.domstate(GNAME), b.domstate(GNAME)))
+
+
+def resume_natively(a, b, g, daemons=None):
+    """Recover a failed post-copy with a native resume; nothing may be lost.
+
+    libvirt marks a post-copy failed as soon as the migration API fails,
+    which can be before QEMU itself noticed (its status is then still
+    postcopy-active, not postcopy-paused) and while it cannot be resumed
+    yet: both sides refuse the resume with "QEMU reports migration is still
+    running", and leave everything as it was.  Wait for QEMU the way an
+    operator would, by trying again (bounded)."""
+    deadline = time.monotonic() + 60
+    while True:
+        rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-resume"],
+                          extra=["--postcopy-bandwidth", "1000"])
+        if rc == 0 or "QEMU reports migration is still running" not in out \
+                or time.monotonic() > deadline:
+            break
+        log("QEMU has not paused the failed post-copy yet; trying again")
+        time.sleep(1)
+    if daemons:
+        check_daemons(daemons)
+    check(rc == 0, "native post-copy recovery failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True)
+
+
+
+def open_tunnel(host, readonly=False, target=None, kind="nbd"):
+    args = [OPEN_TUNNEL, host.client_uri(), GNAME, kind]
+    if target:
+        args += ["--target", target]
+    if readonly:
+        args.append("--readonly")
+    p = run(args, check_rc=False)
+    out = p.stdout.strip()
+    log("$ open-tunnel %s %s%s%s -> %s" % (host.name, kind, " --target " + target if target else "",
+                                          " --readonly" if readonly else "", out))
+    return out
+
+
+NOT_PREPARER = "incoming migration of domain 'lab-guest' was prepared by another connection"
+
+
+
+def disk_mib(info):
+    key = "File processed" if "File processed" in info else "Disk processed"
+    return mib_of(info, key)
+
+
+def fds_of(host):
+    """Open file descriptors of each daemon process of host."""
+    out = {}
+    for comm, pid in host.daemon_pids().items():
+        out[comm] = len(os.listdir("/proc/%d/fd" % pid))
+    return out
+
+
+def nbd_sockets(host):
+    return glob.glob(os.path.join(host.dir, "var", "lib", "libvirt", "qemu", "domain-*",
+                                  "migration-nbd*.sock"))
+
+
+
+def copy_progress(sources, stop, timeline, deadline=600):
+    """Sample {name: fn() -> bytes arrived} every 0.2 s until stop is set."""
+    t0 = time.monotonic()
+    while not stop.is_set() and time.monotonic() - t0 < deadline:
+        timeline.append((time.monotonic() - t0, {k: fn() for k, fn in sources.items()}))
+        stop.wait(0.2)
+
+
+def caught_up(timeline, key, near=0.95):
+    """Seconds until `key` had `near` of what it reached in the end."""
+    final = timeline[-1][1][key] if timeline else 0
+    return next((t for t, v in timeline if v[key] >= near * final), None), final
+
+
+def fill_outside_ring(g, a, b, dev, mib):
+    """Write `mib` MiB of random data after the guest's ring on disk `dev`
+    on A (the guest never touches it, so it is compared directly).
+    Returns compare(quiet=False) that compares that region on A and B."""
+    import hashlib
+    name = os.path.basename(next(d["path"] for d in g.disks if d["dev"] == dev))
+    lo = g.ring * 4096
+    with open(os.path.join(a.private, name), "r+b") as f:
+        f.seek(lo)
+        for _ in range(mib):
+            f.write(os.urandom(2**20))
+
+    def sha(host):
+        h = hashlib.sha256()
+        with open(os.path.join(host.private, name), "rb") as f:
+            f.seek(lo)
+            for _ in range(mib):
+                h.update(f.read(2**20))
+        return h.hexdigest()
+    want = []
+
+    def compare(quiet=False):
+        if not want:
+            want.append(sha(a))
+        if quiet:
+            return sha(b) == want[0]
+        check(sha(b) == want[0], "%s's data outside the guest's ring differs on B" % dev)
+        log("%s's %d MiB outside the ring: identical on B" % (dev, mib))
+    return compare
+
+
+def slow_disks_xml(a, slow):
+    """The guest's XML for B, with the disks in `slow` ({dev: SlowNbdDisk})
+    on their slow NBD disks."""
+    import xml.etree.ElementTree as ET
+    dom = ET.fromstring(a.virsh("dumpxml", "--migratable", GNAME).stdout)
+    for disk in dom.iter("disk"):
+        dev = disk.find("target").get("dev")
+        if dev not in slow:
+            continue
+        disk.set("type", "network")
+        disk.remove(disk.find("source"))
+        src = ET.SubElement(disk, "source", protocol="nbd", name=dev)
+        ET.SubElement(src, "host", transport="unix", socket=slow[dev].socket_path)
+    xmlpath = os.path.join(LAB, "dest-slow-disks.xml")
+    with open(xmlpath, "w") as f:
+        f.write(ET.tostring(dom, encoding="unicode"))
+    return xmlpath
+
+
+def tunnel_or_native():
+    """["tunnelled"], or [] with LAB_NATIVE=1: the flow-control cases run the
+    same migration natively, for comparison."""
+    return [] if os.environ.get("LAB_NATIVE") else ["tunnelled"]
+
+
+def check_keepalive(hosts, logs):
+    """No keepalive timeout or error in the daemons' logs since `logs`."""
+    for h, start in zip(hosts, logs):
+        tripped = [l for l in h.daemon_log()[start:].splitlines() if "keepalive" in l.lower()
+                   and ("timeout" in l.lower() or "error" in l.lower())]
+        check(not tripped, "keepalive tripped on %s: %s" % (h.name, tripped[:2]))
+
+
+
+def tunnel_postcopy(a, b, switch, transport="tcp", api=False):
+    """A busy guest that cannot converge at 8 MiB/s: post-copy must finish it,
+    with the destination's page requests served through the tunnel."""
+    g = guest_busy(); g.start(a)
+    flags = ["live", "p2p", "tunnelled", "postcopy"]
+    if switch == "after":
+        flags.append("postcopy-after-precopy")
+    samples = []
+
+    def watch(proc):
+        # domjobinfo stays truthful while the tunnel runs: an outgoing
+        # migration job whose processed memory only grows, until it ends.
+        for _ in range(600):
+            if proc.poll() is not None:
+                break
+            info = jobinfo(a, GNAME, completed=False)
+            if info.get("Job type") == "Unbounded":
+                samples.append(mib_of(info))
+            time.sleep(0.1)
+    rc, out = migrate(a, b, flags, transport=transport, api=api,
+                      switch_postcopy=(switch == "command"), extra=["--bandwidth", "8"],
+                      during=watch)
+    check(rc == 0, "migration failed: %s" % out)
+    check(samples and samples == sorted(samples),
+          "domjobinfo during the migration went backwards or was empty: %s" % samples)
+    log("domjobinfo: %d samples while migrating, %.1f MiB processed at the last"
+        % (len(samples), samples[-1]))
+    verify_migrated(a, b, g, postcopy=True)
+
+
