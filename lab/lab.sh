@@ -53,6 +53,15 @@ lab_qemu_user() {
         sysctl -q -w vm.unprivileged_userfaultfd=1
         echo "lab: set vm.unprivileged_userfaultfd=1 (post-copy with unprivileged QEMU)"
     fi
+    # libvirt probes QEMU's capabilities with CAP_DAC_OVERRIDE, so the probe
+    # finds KVM even if /dev/kvm is root's alone, but then judges the cached
+    # probe stale because the QEMU user cannot use KVM, and probes again on
+    # every lookup. Hosts have /dev/kvm in group kvm (udev): do the same.
+    if [ -c /dev/kvm ] && [ "$(stat -c %G /dev/kvm)" != "$QEMU_GROUP" ]; then
+        chgrp "$QEMU_GROUP" /dev/kvm
+        chmod g+rw /dev/kvm
+        echo "lab: /dev/kvm is now in group $QEMU_GROUP, as udev sets it up"
+    fi
     # QEMU opens the guest's kernel and disks under $BUILD_DIR: it needs to
     # search every directory above, as virt-manager also offers to fix.
     local d=$BUILD_DIR
