@@ -9,7 +9,8 @@ from labpy import LAB, LinkProxy, SlowNbdDisk
 from e2e_common import (Failure, GNAME, case, caught_up, check, check_daemons, check_keepalive,
                          copy_progress, daemons_now, disk_mib, fds_of, fill_outside_ring,
                          guest_busy, guest_disks, jobinfo, log, mib_processed, migrate,
-                         nbd_sockets, prepare_disks, resume_natively, run, slow_disks_xml,
+                         mirrors_running, nbd_sockets, prepare_disks, resume_natively, run,
+                         slow_disks_xml,
                          tunnel_or_native, verify_migrated, wait_for, wait_guest_on,
                          wait_postcopy_failed, wait_postcopy_switch)
 
@@ -270,8 +271,8 @@ def t_tunnel_storage_dest_stopped(a, b):
             if proc.poll() is not None:
                 return True
             copied[0] = disk_mib(jobinfo(a, GNAME, completed=False))
-            return copied[0] > 1
-        wait_for("the mirror to move", moving, 60)
+            return copied[0] > 1 and mirrors_running(a, ("vda", "vdb"))
+        wait_for("both mirrors to move", moving, 60)
         pids = b.qemu_pids()
         check(proc.poll() is None and len(pids) == 1,
               "no migration to B in progress (QEMU on B: %s)" % pids)

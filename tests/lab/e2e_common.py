@@ -329,6 +329,18 @@ def disk_mib(info):
     return mib_of(info, key)
 
 
+def mirrors_running(host, disks):
+    """Whether each of disks has its block copy job on host: its NBD
+    connection is then past the handshake.  QEMU's NBD server drops a
+    client whose handshake is not done within 10 s, so a case that stops
+    the destination QEMU must not do it while a handshake is in flight."""
+    for dev in disks:
+        p = host.virsh("blockjob", GNAME, dev, "--info", check_rc=False)
+        if "Block Copy" not in p.stdout:
+            return False
+    return True
+
+
 def fds_of(host):
     """Open file descriptors of each daemon process of host."""
     out = {}

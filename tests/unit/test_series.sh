@@ -38,13 +38,13 @@ else
     echo "not ok - v11.3.0 differs from $LV_TARBALL"
     fails=$((fails + 1))
 fi
-# libvirt commit style: "subsystem: Summary", a body saying why, Signed-off-by.
+# libvirt commit style: "subsystem: Summary" (NEWS commits: "NEWS: Summary"), a body saying why, Signed-off-by.
 for p in "$PATCH_DIR"/*.patch; do
     [ -e "$p" ] || continue
     name=$(basename "$p")
     subject=$(sed -n 's/^Subject: \[PATCH\] //p' "$p")
     body=$(awk '/^Subject:/ {s=1; next} s && /^---$/ {exit} s' "$p" | grep -cv '^\s*$')
-    if [[ ! $subject =~ ^[a-z0-9_/,.-]+(:\ [a-z0-9_]+)*:\ [A-Za-z] ]]; then
+    if [[ ! $subject =~ ^([a-z0-9_/,.-]+|NEWS)(:\ [a-z0-9_]+)*:\ [A-Za-z] ]]; then
         echo "not ok - $name: subject '$subject' lacks a 'subsystem: ' prefix"; fails=$((fails + 1))
     elif ! grep -q '^Signed-off-by: ' "$p"; then
         echo "not ok - $name: no Signed-off-by"; fails=$((fails + 1))
