@@ -5,6 +5,8 @@
 #   lab.sh start NAME N [--stock] [--split]
 #                                       start host NAME at 127.0.0.(N+1)
 #   lab.sh stop NAME | stop-all         kill everything a host started
+#   lab.sh restart NAME [--kill]        restart a host's libvirt daemons
+#                                       (SIGTERM, or SIGKILL as a crash)
 #   lab.sh status
 #   lab.sh uri NAME [tcp|tls]           print the host's libvirt URI
 #   lab.sh virsh NAME ARGS...           run virsh against the host
@@ -224,9 +226,15 @@ mount --bind "$H/var" "$P/var"
 mount --bind "$H/private" "$PRIVATE"
 mount --bind "$H/hosts" /etc/hosts
 hostname "$name"
+exec "$H/daemons.sh"
+EOS
+    # Inside the namespace, at start and by 'lab.sh restart'.
+    cat > "$H/daemons.sh" <<EOS
+#!/bin/bash
+set -e
 cd /
 if [ $split = 1 ]; then
-    "$P/sbin/virtlogd" -d
+    pgrep -x virtlogd >/dev/null || "$P/sbin/virtlogd" -d
     "$P/sbin/virtqemud" -d
     "$P/sbin/virtproxyd" -d
 elif [ -n "$vg" ]; then
@@ -236,7 +244,7 @@ else
     "$P/sbin/libvirtd" -d --listen
 fi
 EOS
-    chmod +x "$H/init.sh"
+    chmod +x "$H/init.sh" "$H/daemons.sh"
     setsid unshare --mount --uts --pid --fork --mount-proc --propagation private \
         "$NSINIT" "$H/init.sh" > "$H/ns.log" 2>&1 < /dev/null &
     local upid=$! nspid="" i
@@ -247,19 +255,47 @@ EOS
     done
     [ -n "$nspid" ] || die "lab: host $name did not start (see $H/ns.log)"
     echo "$nspid" > "$H/pid"
-    # Ready when the daemon answers over TCP (first start probes QEMU: ~2 s).
+    if ! wait_up "$name"; then
+        cat "$H/ns.log" >&2
+        tail -20 "$H/var/log/libvirt/"*.log >&2 2>/dev/null || true
+        cmd_stop "$name"
+        die "lab: host $name did not come up"
+    fi
+    echo "lab: host $name up at $addr ($( [ $stock = 1 ] && echo stock || echo patched ), $( [ $split = 1 ] && echo split || echo monolithic ))"
+}
+
+# Ready when the daemon answers over TCP (first start probes QEMU: ~2 s).
+wait_up() {
+    local H=$HOSTS/$1 i
     for i in $(seq 1 300); do
-        if "$PREFIX/bin/virsh" -q -c "qemu+tcp://$addr/system" version >/dev/null 2>&1; then
-            echo "lab: host $name up at $addr ($( [ $stock = 1 ] && echo stock || echo patched ), $( [ $split = 1 ] && echo split || echo monolithic ))"
-            return 0
-        fi
-        kill -0 "$nspid" 2>/dev/null || break
+        "$PREFIX/bin/virsh" -q -c "qemu+tcp://$(cat "$H/addr")/system" version \
+            >/dev/null 2>&1 && return 0
+        kill -0 "$(cat "$H/pid")" 2>/dev/null || return 1
         sleep 0.1
     done
-    cat "$H/ns.log" >&2
-    tail -20 "$H/var/log/libvirt/"*.log >&2 2>/dev/null || true
-    cmd_stop "$name"
-    die "lab: host $name did not come up"
+    return 1
+}
+
+# Stop a host's libvirt daemons (SIGTERM as 'systemctl restart' does, or
+# SIGKILL as a crash) and start them again in the same namespaces. QEMU
+# and virtlogd keep running.
+cmd_restart() {
+    local name=$1 sig=TERM H=$HOSTS/$1 nspid P i
+    [ "${2:-}" = --kill ] && sig=KILL
+    [ -f "$H/pid" ] || die "lab: host $name is not running"
+    nspid=$(cat "$H/pid") P=$(cat "$H/prefix")
+    local pat="$P/sbin/(libvirtd|virtqemud|virtproxyd)( |\$)"
+    inns() { timeout 10 nsenter -t "$nspid" -m -u -p -- "$@"; }
+    inns pkill "-$sig" -f "$pat" || die "lab: no libvirt daemon on host $name"
+    for i in $(seq 1 300); do
+        inns pgrep -f "$pat" >/dev/null || break
+        sleep 0.1
+    done
+    inns pgrep -f "$pat" >/dev/null && die "lab: host $name's daemons did not stop"
+    timeout 60 nsenter -t "$nspid" -m -u -p --wd=/ -- "$H/daemons.sh" >> "$H/ns.log" 2>&1 ||
+        die "lab: host $name's daemons did not start again (see $H/ns.log)"
+    wait_up "$name" || die "lab: host $name did not come back up"
+    echo "lab: host $name's daemons restarted (SIG$sig)"
 }
 
 cmd_stop() {
@@ -321,6 +357,7 @@ case $cmd in
 pki) cmd_pki ;;
 start) cmd_start "$@" ;;
 stop) cmd_stop "$@" ;;
+restart) cmd_restart "$@" ;;
 stop-all) cmd_stop_all ;;
 status) cmd_status ;;
 uri) cmd_uri "$@" ;;

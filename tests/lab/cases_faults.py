@@ -1,5 +1,6 @@
 """Lab cases: faults during a tunnelled migration (link cuts, aborts, slow,
-stalled or dead destination storage and QEMU)."""
+stalled or dead destination storage and QEMU), the daemons' memory bound
+and credentials.  A peer that stops answering or restarts: cases_peers."""
 import os
 import signal
 import subprocess
@@ -9,10 +10,8 @@ from labpy import LAB, LinkProxy, SlowNbdDisk
 from e2e_common import (Failure, GNAME, case, caught_up, check, check_daemons, check_keepalive,
                          copy_progress, daemons_now, disk_mib, fds_of, fill_outside_ring,
                          guest_busy, guest_disks, jobinfo, log, mib_processed, migrate,
-                         mirrors_running, nbd_sockets, prepare_disks, resume_natively, run,
-                         slow_disks_xml,
-                         tunnel_or_native, verify_migrated, wait_for, wait_guest_on,
-                         wait_postcopy_failed, wait_postcopy_switch)
+                         mirrors_running, nbd_sockets, prepare_disks, run, slow_disks_xml,
+                         tunnel_or_native, verify_migrated, wait_for)
 
 
 @case("tunnelled precopy: link cut keeps the guest running on the source")
@@ -335,156 +334,6 @@ def t_tunnel_storage_dest_killed(a, b):
     check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
     g.wait_progress(a, "guest progress on A after the failure", timeout=60)
     g.check_clean(a)
-
-
-# ------------------------------------------------- a destination that stops answering
-
-def check_responsive(host, what, probes=3):
-    """The daemon of `host` answers other clients while `what`: `virsh list`
-    must come back, each time, well within the keepalive's 30 s (stock
-    11.3.0 answers in tens of ms; the series once did not answer at all)."""
-    for i in range(probes):
-        t0 = time.monotonic()
-        try:
-            p = host.virsh("list", "--all", timeout=10, check_rc=False)
-        except subprocess.TimeoutExpired:
-            raise Failure("%s's daemon did not answer `virsh list` within 10 s while %s"
-                          % (host.name, what))
-        check(p.returncode == 0, "virsh list on %s failed: %s" % (host.name, p.stderr.strip()))
-        log("%s answered `virsh list` in %.0f ms (%s)" % (host.name,
-                                                        (time.monotonic() - t0) * 1000, what))
-        time.sleep(1)
-
-
-def freeze_destination(b, how, proxy):
-    """Make the destination stop answering: its daemon stopped (SIGSTOP),
-    or the link between the daemons blackholed (nothing goes through, no
-    reset).  Returns the function that undoes it."""
-    if how == "sigstop":
-        pids = list(b.daemon_pids().values())
-        check(pids, "no daemon on B")
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-        log("B's daemon stopped (SIGSTOP %s)" % pids)
-
-        def thaw():
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
-        return thaw
-    proxy.blackhole()
-    log("the link to B is blackholed after %d bytes" % proxy.bytes)
-    return proxy.resume
-
-
-def frozen_destination(a, b, how, storage=False, postcopy=False):
-    """Freeze the destination (`how`: "sigstop" or "blackhole") in the
-    middle of a tunnelled migration.  The source daemon must go on
-    answering other clients; domjobabort must return promptly (pre-copy
-    and storage); the migration must fail, with the guest still running on
-    A, verified, and nothing left on B once it is back (pre-copy, storage),
-    or the guest paused on A and recoverable (post-copy, recovered here
-    with a native resume)."""
-    if storage:
-        g = guest_disks(("vda",)); prepare_disks(g, a, b)
-    else:
-        g = guest_busy()
-    g.start(a)
-    proxy = LinkProxy(b.addr) if how == "blackhole" else None
-    daemons = daemons_now(a, b)
-    thawed = []
-    events = {}
-
-    def freeze(proc):
-        if postcopy:
-            wait_postcopy_switch(a, proc)
-            wait_guest_on(b, g, proc)
-        elif storage:
-            wait_for("the mirror to move", lambda: proc.poll() is not None
-                     or disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
-        else:
-            wait_for("8 MiB through the tunnel", lambda: proc.poll() is not None
-                     or mib_processed(a) > 8, 60)
-        check(proc.poll() is None, "the migration ended before the destination froze")
-        thaw = freeze_destination(b, how, proxy)
-        thawed.append(thaw)
-        events["frozen"] = time.monotonic()
-        check_responsive(a, "the destination is frozen")
-        p = a.virsh("domjobinfo", GNAME, timeout=10, check_rc=False)
-        check(p.returncode == 0, "domjobinfo on A failed: %s" % p.stderr.strip())
-        if not postcopy:
-            t0 = time.monotonic()
-            p = a.virsh("domjobabort", GNAME, timeout=20, check_rc=False)
-            log("$ virsh domjobabort -> rc %d in %.1f s %s" % (p.returncode, time.monotonic() - t0,
-                                                               p.stderr.strip()))
-            check(p.returncode == 0, "domjobabort failed: %s" % p.stderr.strip())
-            check_responsive(a, "the migration is being aborted", probes=2)
-    flags = ["live", "p2p", "tunnelled"]
-    extra = ["--bandwidth", "8"]
-    if storage:
-        flags.append("copy-storage-all")
-        extra = ["--bandwidth", "2"]
-    if postcopy:
-        flags.append("postcopy")
-        extra += ["--postcopy-bandwidth", "4"]
-    try:
-        rc, out = migrate(a, b, flags, dest=proxy.uri() if proxy else None,
-                          switch_postcopy=postcopy, during=freeze, during_mirror=storage,
-                          extra=extra, timeout=180)
-        check(rc != 0, "the migration succeeded although the destination froze")
-        log("the migration failed %.0f s after the destination froze: %s" % (
-            time.monotonic() - events.get("frozen", time.monotonic()),
-            out.strip().splitlines()[-1] if out.strip() else ""))
-        check_responsive(a, "the migration failed", probes=1)
-    finally:
-        for thaw in thawed:
-            thaw()
-        if proxy:
-            proxy.close()
-    check_daemons(daemons)
-    if postcopy:
-        wait_postcopy_failed(a, b)
-        resume_natively(a, b, g)
-        return
-    wait_for("the guest to keep running on A",
-             lambda: (a.domstate(GNAME) or "").startswith("running"), 60)
-    g.wait_progress(a, "guest progress on A", timeout=60)
-    g.check_clean(a)
-    wait_for("B to remove the incoming domain", lambda: b.domstate(GNAME) is None
-             and not b.qemu_pids(), 90)
-    if storage:
-        p = a.virsh("blockjob", GNAME, "vda", "--info", check_rc=False)
-        check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
-              "a block job is left on A: %s" % (p.stdout + p.stderr).strip())
-
-
-@case("frozen destination daemon (SIGSTOP) in tunnelled pre-copy: the source answers, abort works")
-def t_frozen_precopy(a, b):
-    frozen_destination(a, b, "sigstop")
-
-
-@case("frozen destination daemon (SIGSTOP) mid-mirror: the source answers, abort works")
-def t_frozen_storage(a, b):
-    frozen_destination(a, b, "sigstop", storage=True)
-
-
-@case("frozen destination daemon (SIGSTOP) in tunnelled post-copy: paused, then recovered")
-def t_frozen_postcopy(a, b):
-    frozen_destination(a, b, "sigstop", postcopy=True)
-
-
-@case("blackholed link in tunnelled pre-copy: the source answers, abort works")
-def t_blackhole_precopy(a, b):
-    frozen_destination(a, b, "blackhole")
-
-
-@case("blackholed link mid-mirror: the source answers, abort works")
-def t_blackhole_storage(a, b):
-    frozen_destination(a, b, "blackhole", storage=True)
-
-
-@case("blackholed link in tunnelled post-copy: paused, then recovered")
-def t_blackhole_postcopy(a, b):
-    frozen_destination(a, b, "blackhole", postcopy=True)
 
 
 # ------------------------------------------------- memory and credentials

@@ -87,6 +87,11 @@ class Host:
     def stop(self):
         run([LABSH, "stop", self.name], check_rc=False)
 
+    def restart_daemons(self, kill=False):
+        """Restart this host's libvirt daemons: SIGTERM as a service
+        restart does, or SIGKILL (kill) as a crash.  QEMU keeps running."""
+        run([LABSH, "restart", self.name] + (["--kill"] if kill else []), timeout=120)
+
     def uri(self, transport="tcp"):
         return "qemu+%s://%s/system" % (transport, self.addr)
 

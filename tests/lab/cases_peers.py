@@ -1,0 +1,243 @@
+"""Lab cases: a peer that stops answering or goes away in the middle of a
+tunnelled migration (its daemon frozen or restarted, the link blackholed).
+The source daemon must keep answering its other clients, the migration must
+fail with an error, and nothing may be lost."""
+import os
+import signal
+import subprocess
+import time
+
+from labpy import LinkProxy
+from e2e_common import (Failure, GNAME, case, check, check_daemons, daemons_now, disk_mib,
+                         guest_busy, guest_disks, jobinfo, log, mib_processed, migrate,
+                         nbd_sockets, prepare_disks, resume_natively, verify_migrated,
+                         wait_for, wait_guest_on, wait_postcopy_failed, wait_postcopy_switch)
+
+
+# ------------------------------------------------- a destination that stops answering
+
+def check_responsive(host, what, probes=3):
+    """The daemon of `host` answers other clients while `what`: `virsh list`
+    must come back, each time, well within the keepalive's 30 s (stock
+    11.3.0 answers in tens of ms; the series once did not answer at all)."""
+    for i in range(probes):
+        t0 = time.monotonic()
+        try:
+            p = host.virsh("list", "--all", timeout=10, check_rc=False)
+        except subprocess.TimeoutExpired:
+            raise Failure("%s's daemon did not answer `virsh list` within 10 s while %s"
+                          % (host.name, what))
+        check(p.returncode == 0, "virsh list on %s failed: %s" % (host.name, p.stderr.strip()))
+        log("%s answered `virsh list` in %.0f ms (%s)" % (host.name,
+                                                        (time.monotonic() - t0) * 1000, what))
+        time.sleep(1)
+
+
+def freeze_destination(b, how, proxy):
+    """Make the destination stop answering: its daemon stopped (SIGSTOP),
+    or the link between the daemons blackholed (nothing goes through, no
+    reset).  Returns the function that undoes it."""
+    if how == "sigstop":
+        pids = list(b.daemon_pids().values())
+        check(pids, "no daemon on B")
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        log("B's daemon stopped (SIGSTOP %s)" % pids)
+
+        def thaw():
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+        return thaw
+    proxy.blackhole()
+    log("the link to B is blackholed after %d bytes" % proxy.bytes)
+    return proxy.resume
+
+
+def frozen_destination(a, b, how, storage=False, postcopy=False):
+    """Freeze the destination (`how`: "sigstop" or "blackhole") in the
+    middle of a tunnelled migration.  The source daemon must go on
+    answering other clients; domjobabort must return promptly (pre-copy
+    and storage); the migration must fail, with the guest still running on
+    A, verified, and nothing left on B once it is back (pre-copy, storage),
+    or the guest paused on A and recoverable (post-copy, recovered here
+    with a native resume)."""
+    if storage:
+        g = guest_disks(("vda",)); prepare_disks(g, a, b)
+    else:
+        g = guest_busy()
+    g.start(a)
+    proxy = LinkProxy(b.addr) if how == "blackhole" else None
+    daemons = daemons_now(a, b)
+    thawed = []
+    events = {}
+
+    def freeze(proc):
+        if postcopy:
+            wait_postcopy_switch(a, proc)
+            wait_guest_on(b, g, proc)
+        elif storage:
+            wait_for("the mirror to move", lambda: proc.poll() is not None
+                     or disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        else:
+            wait_for("8 MiB through the tunnel", lambda: proc.poll() is not None
+                     or mib_processed(a) > 8, 60)
+        check(proc.poll() is None, "the migration ended before the destination froze")
+        thaw = freeze_destination(b, how, proxy)
+        thawed.append(thaw)
+        events["frozen"] = time.monotonic()
+        check_responsive(a, "the destination is frozen")
+        p = a.virsh("domjobinfo", GNAME, timeout=10, check_rc=False)
+        check(p.returncode == 0, "domjobinfo on A failed: %s" % p.stderr.strip())
+        if not postcopy:
+            t0 = time.monotonic()
+            p = a.virsh("domjobabort", GNAME, timeout=20, check_rc=False)
+            log("$ virsh domjobabort -> rc %d in %.1f s %s" % (p.returncode, time.monotonic() - t0,
+                                                               p.stderr.strip()))
+            check(p.returncode == 0, "domjobabort failed: %s" % p.stderr.strip())
+            check_responsive(a, "the migration is being aborted", probes=2)
+    flags = ["live", "p2p", "tunnelled"]
+    extra = ["--bandwidth", "8"]
+    if storage:
+        flags.append("copy-storage-all")
+        extra = ["--bandwidth", "2"]
+    if postcopy:
+        flags.append("postcopy")
+        extra += ["--postcopy-bandwidth", "4"]
+    try:
+        rc, out = migrate(a, b, flags, dest=proxy.uri() if proxy else None,
+                          switch_postcopy=postcopy, during=freeze, during_mirror=storage,
+                          extra=extra, timeout=180)
+        check(rc != 0, "the migration succeeded although the destination froze")
+        log("the migration failed %.0f s after the destination froze: %s" % (
+            time.monotonic() - events.get("frozen", time.monotonic()),
+            out.strip().splitlines()[-1] if out.strip() else ""))
+        check_responsive(a, "the migration failed", probes=1)
+    finally:
+        for thaw in thawed:
+            thaw()
+        if proxy:
+            proxy.close()
+    check_daemons(daemons)
+    if postcopy:
+        wait_postcopy_failed(a, b)
+        resume_natively(a, b, g)
+        return
+    wait_for("the guest to keep running on A",
+             lambda: (a.domstate(GNAME) or "").startswith("running"), 60)
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    g.check_clean(a)
+    wait_for("B to remove the incoming domain", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 90)
+    if storage:
+        p = a.virsh("blockjob", GNAME, "vda", "--info", check_rc=False)
+        check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
+              "a block job is left on A: %s" % (p.stdout + p.stderr).strip())
+
+
+@case("frozen destination daemon (SIGSTOP) in tunnelled pre-copy: the source answers, abort works")
+def t_frozen_precopy(a, b):
+    frozen_destination(a, b, "sigstop")
+
+
+@case("frozen destination daemon (SIGSTOP) mid-mirror: the source answers, abort works")
+def t_frozen_storage(a, b):
+    frozen_destination(a, b, "sigstop", storage=True)
+
+
+@case("frozen destination daemon (SIGSTOP) in tunnelled post-copy: paused, then recovered")
+def t_frozen_postcopy(a, b):
+    frozen_destination(a, b, "sigstop", postcopy=True)
+
+
+@case("blackholed link in tunnelled pre-copy: the source answers, abort works")
+def t_blackhole_precopy(a, b):
+    frozen_destination(a, b, "blackhole")
+
+
+@case("blackholed link mid-mirror: the source answers, abort works")
+def t_blackhole_storage(a, b):
+    frozen_destination(a, b, "blackhole", storage=True)
+
+
+@case("blackholed link in tunnelled post-copy: paused, then recovered")
+def t_blackhole_postcopy(a, b):
+    frozen_destination(a, b, "blackhole", postcopy=True)
+
+
+# ------------------------------------------------- daemons restarted mid-migration
+
+def restarted_daemon(a, b, where, kill=False, storage=False):
+    """Restart the libvirt daemon of `where` ("source" or "destination")
+    while a tunnelled migration runs: SIGTERM as a service restart does, or
+    SIGKILL (kill) as a crash, then start it again.  The tunnels die with
+    the daemon, so the migration fails.  What a restarted libvirt promises
+    must hold: the daemon finds the guest again from its status XML (with
+    the tunnelled NBD targets in it), the guest keeps running on A on its
+    own disks, B drops the incoming domain, nothing is left behind, and a
+    second tunnelled migration of the same guest then completes."""
+    if storage:
+        g = guest_disks(("vda",)); prepare_disks(g, a, b)
+    else:
+        g = guest_busy()
+    g.start(a)
+    host, other = (a, b) if where == "source" else (b, a)
+    daemons = daemons_now(other)
+    restarted = []
+
+    def restart(proc):
+        if storage:
+            wait_for("the mirror to move", lambda: proc.poll() is not None
+                     or disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        else:
+            wait_for("8 MiB through the tunnel", lambda: proc.poll() is not None
+                     or mib_processed(a) > 8, 60)
+        check(proc.poll() is None, "the migration ended before the %s daemon restarted" % where)
+        t0 = time.monotonic()
+        host.restart_daemons(kill=kill)
+        restarted.append(True)
+        log("%s's daemon %s in %.1f s" % (host.name.upper(), "killed and started again"
+                                         if kill else "restarted", time.monotonic() - t0))
+    flags = ["live", "p2p", "tunnelled"] + (["copy-storage-all"] if storage else [])
+    rc, out = migrate(a, b, flags, during=restart, during_mirror=storage,
+                      extra=["--bandwidth", "2" if storage else "8"], timeout=180)
+    check(restarted, "the %s daemon was never restarted" % where)
+    check(rc != 0, "the migration succeeded although the %s daemon restarted" % where)
+    log("error: %s" % (out.strip().splitlines()[-1] if out.strip() else ""))
+    check_daemons(daemons)
+
+    wait_for("the guest to run on A again",
+             lambda: (a.domstate(GNAME) or "").startswith("running"), 60)
+    log("state on A: %s" % a.domstate(GNAME))
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    g.check_clean(a)
+    wait_for("B to remove the incoming domain", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 90)
+    p = a.virsh("domjobinfo", GNAME, check_rc=False)
+    check(p.returncode == 0 and "None" in p.stdout.split("\n")[0],
+          "a job is left on A: %s" % (p.stdout + p.stderr).strip())
+    if storage:
+        wait_for("the tunnelled NBD sockets on A to go",
+                 lambda: nbd_sockets(a) == [], 30)
+        p = a.virsh("blockjob", GNAME, "vda", "--info", check_rc=False)
+        check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
+              "a block job is left on A: %s" % (p.stdout + p.stderr).strip())
+
+    log("a second tunnelled migration of the same guest")
+    rc, out = migrate(a, b, flags, timeout=300)
+    check(rc == 0, "the second migration failed: %s" % out)
+    verify_migrated(a, b, g, storage=storage)
+
+
+@case("source daemon restarted (SIGTERM) mid-mirror: the guest stays on A, migrates again")
+def t_restart_source_storage(a, b):
+    restarted_daemon(a, b, "source", storage=True)
+
+
+@case("source daemon killed (SIGKILL) in tunnelled pre-copy: the guest stays on A, migrates again")
+def t_kill_source_precopy(a, b):
+    restarted_daemon(a, b, "source", kill=True)
+
+
+@case("destination daemon killed (SIGKILL) mid-mirror: the guest stays on A, migrates again")
+def t_kill_destination_storage(a, b):
+    restarted_daemon(a, b, "destination", kill=True, storage=True)
