@@ -235,6 +235,7 @@ set -e
 cd /
 if [ $split = 1 ]; then
     pgrep -x virtlogd >/dev/null || "$P/sbin/virtlogd" -d
+    pgrep -x virtstoraged >/dev/null || "$P/sbin/virtstoraged" -d
     "$P/sbin/virtqemud" -d
     "$P/sbin/virtproxyd" -d
 elif [ -n "$vg" ]; then

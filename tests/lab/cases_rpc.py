@@ -1,8 +1,19 @@
-"""Lab cases: the private RPC that opens more streams of a tunnelled migration."""
+"""Lab cases: the RPC layer.  The private RPC that opens more streams of a
+tunnelled migration, and the stream users the series' RPC changes touch
+besides migration: `virsh console` and volume upload/download, forwarded
+by virtproxyd."""
+import hashlib
+import os
+import pty
+import select
+import shutil
+import signal
+import time
 
-from e2e_common import (GNAME, Guest, NOT_PREPARER, case, check, check_daemons, daemons_now,
-                         disk_mib, guest_disks, guest_nodisk, jobinfo, migrate, open_tunnel,
-                         prepare_disks, verify_migrated, wait_for)
+from e2e_common import (GNAME, LAB, PRIVATE, VIRSH, Failure, Guest, NOT_PREPARER, case, check,
+                         check_daemons, daemons_now, disk_mib, fds_of, guest_disks, guest_nodisk,
+                         jobinfo, log, migrate, open_tunnel, parse_console, prepare_disks,
+                         verify_migrated, wait_for)
 
 
 @case("tunnel stream RPC: every refusal is clear and disturbs nothing")
@@ -73,3 +84,130 @@ def t_open_tunnel_nbd_refusals(a, b):
     check_daemons(daemons)
     check(rc == 0, "the refusals disturbed the migration: %s" % out)
     verify_migrated(a, b, g, storage=True)
+
+
+# ------------------------------------------------- other streams through virtproxyd
+
+def console_status(host, dom, lines=3, timeout=60):
+    """Read the guest's serial console with `virsh console` (on a pty, as an
+    operator would) until `lines` workload status lines came through, then
+    leave with Ctrl-].  Returns the status lines."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(VIRSH, [VIRSH, "-c", host.client_uri(), "console", "--force", dom])
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([fd], [], [], 0.5)
+            if not r:
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+            if out.count(b"WL t=") > lines:
+                break
+        os.write(fd, b"\x1d")
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise Failure("virsh console did not leave on Ctrl-]")
+    finally:
+        os.close(fd)
+    text = out.decode("utf-8", "replace")
+    path = os.path.join(LAB, "console-capture.log")
+    with open(path, "w") as f:
+        f.write(text)
+    stats, errors = parse_console(path)
+    check(not errors, "the guest reported errors on the console: %s" % errors)
+    return stats
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@case("split daemons: virsh console and vol-upload/download through virtproxyd",
+      a="patched+split")
+def t_streams_through_virtproxyd(a, b):
+    """virtproxyd forwards a client's streams to virtqemud and virtstoraged
+    with the remote driver's client streams, the code the series makes
+    non-blocking and whose event callbacks 0004 fixed.  `virsh console`
+    (three sessions) must show the guest's workload progressing; a 48 MiB
+    vol-upload and vol-download must round-trip byte for byte; and once the
+    clients are gone virtproxyd must hold no more file descriptors than
+    before (11.3.0 kept every forwarded stream's client and connection)."""
+    g = Guest(GNAME)
+    xml = g.xml().replace("""    <serial type='file'>
+      <source path='%s'/>
+      <target port='0'/>
+    </serial>""" % os.path.join(PRIVATE, GNAME + "-console.log"), """    <serial type='pty'>
+      <target port='0'/>
+    </serial>
+    <console type='pty'>
+      <target type='serial' port='0'/>
+    </console>""")
+    check("type='pty'" in xml, "the guest's serial console could not be switched to a pty")
+    xmlpath = os.path.join(LAB, GNAME + "-pty.xml")
+    with open(xmlpath, "w") as f:
+        f.write(xml)
+    before = fds_of(a)
+    log("virtproxyd has %d fds" % before["virtproxyd"])
+    a.virsh("create", xmlpath)
+    last = None
+    for i in range(3):
+        stats = console_status(a, GNAME)
+        check(len(stats) >= 2, "console session %d showed %d status lines" % (i + 1, len(stats)))
+        check(last is None or stats[-1]["t"] > last["t"], "the guest made no progress "
+              "between console sessions")
+        check(stats[-1]["pages"] > stats[0]["pages"] or stats[-1]["gen"] > stats[0]["gen"],
+              "the workload made no progress in console session %d" % (i + 1))
+        last = stats[-1]
+        log("console session %d: t=%d mem_gen=%d mem_err=%d" % (i + 1, last["t"], last["gen"],
+                                                                  last["mem_err"]))
+
+    pooldir = os.path.join(a.private, "pool")
+    os.makedirs(pooldir, exist_ok=True)
+    src = os.path.join(LAB, "upload.bin")
+    back = os.path.join(LAB, "download.bin")
+    with open(src, "wb") as f:
+        f.write(os.urandom(48 << 20))
+    try:
+        a.virsh("pool-create-as", "labpool", "dir", "--target", os.path.join(PRIVATE, "pool"))
+        a.virsh("vol-create-as", "labpool", "up.raw", "48M", "--format", "raw")
+        t0 = time.monotonic()
+        a.virsh("vol-upload", "--pool", "labpool", "up.raw", src, timeout=300)
+        t1 = time.monotonic()
+        a.virsh("vol-download", "--pool", "labpool", "up.raw", back, timeout=300)
+        t2 = time.monotonic()
+        log("vol-upload 48 MiB in %.1f s, vol-download in %.1f s" % (t1 - t0, t2 - t1))
+        want = sha256(src)
+        check(sha256(os.path.join(pooldir, "up.raw")) == want,
+              "the uploaded volume differs from what was sent")
+        check(sha256(back) == want, "the downloaded volume differs from what was uploaded")
+    finally:
+        a.virsh("pool-destroy", "labpool", check_rc=False)
+        shutil.rmtree(pooldir, ignore_errors=True)
+        for f in (src, back):
+            if os.path.exists(f):
+                os.unlink(f)
+    a.virsh("destroy", GNAME)
+    try:
+        wait_for("virtproxyd to let go of the clients' connections",
+                 lambda: fds_of(a)["virtproxyd"] <= before["virtproxyd"], 30)
+    finally:
+        log("virtproxyd has %d fds" % fds_of(a)["virtproxyd"])

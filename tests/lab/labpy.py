@@ -20,7 +20,7 @@ LABSH = os.path.join(TOP, "lab", "lab.sh")
 CLIENT_PKI = os.path.join(LAB, "pki", "client")
 
 
-DAEMONS = ("libvirtd", "virtqemud", "virtproxyd", "virtlogd")
+DAEMONS = ("libvirtd", "virtqemud", "virtproxyd", "virtlogd", "virtstoraged")
 
 
 class Failure(Exception):
