@@ -83,6 +83,48 @@ def t_tunnel_storage_abort(a, b):
 
 
 
+@case("tunnelled storage: the source domain destroyed mid-mirror; no leaks")
+def t_tunnel_storage_destroyed(a, b):
+    """`virsh destroy` on A while the mirrors run: the migration job must
+    notice that its domain died, fail with an error and close every tunnel;
+    B must drop its domain.  Once the guest is started again on A (on
+    fresh disks), both daemons hold exactly the file descriptors they held
+    before the migration, and the guest migrates again."""
+    g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b); g.start(a)
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    daemons = daemons_now(a, b)
+    fds_a, fds_b = fds_of(a), fds_of(b)
+    log("daemon fds before: A=%s B=%s" % (fds_a, fds_b))
+
+    def destroy(proc):
+        wait_for("both mirrors to run", lambda: proc.poll() is not None or
+                 mirrors_running(a, ("vda", "vdb")), 60)
+        check(proc.poll() is None, "the migration ended before the destroy")
+        p = a.virsh("destroy", GNAME, check_rc=False)
+        log("$ virsh destroy %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
+        check(p.returncode == 0, "destroy failed: %s" % p.stderr.strip())
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"], during=destroy,
+                      during_mirror=True, extra=["--bandwidth", "2"], timeout=120)
+    check(rc != 0, "the migration succeeded although its domain was destroyed")
+    log("error: %s" % out.strip().splitlines()[-1])
+    check_daemons(daemons)
+    check(a.domstate(GNAME) == "shut off (destroyed)", "source state %r" % a.domstate(GNAME))
+    wait_for("the incoming domain to go from B", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
+    # A new boot starts the disk writer's sequence again: fresh disks.
+    os.unlink(g.console(a))
+    prepare_disks(g, a, b)
+    a.virsh("start", GNAME)
+    g.wait_progress(a, "guest progress on A after a new start", timeout=90)
+    wait_for("the daemons to hold what they held before the migration",
+             lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    log("daemon fds after: A=%s B=%s" % (fds_of(a), fds_of(b)))
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"])
+    check(rc == 0, "migration after the destroy failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
+
+
 @case("tunnelled storage: link cut mid-mirror keeps the guest on A")
 def t_tunnel_storage_cut(a, b):
     g = guest_disks(("vda", "vdb")); prepare_disks(g, a, b); g.start(a)

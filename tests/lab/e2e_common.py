@@ -336,7 +336,7 @@ def mirrors_running(host, disks):
     the destination QEMU must not do it while a handshake is in flight."""
     for dev in disks:
         p = host.virsh("blockjob", GNAME, dev, "--info", check_rc=False)
-        if "Block Copy" not in p.stdout:
+        if "Block Copy" not in p.stdout + p.stderr:
             return False
     return True
 
