@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 S := scripts
 
-.PHONY: help deps source tree build stock series check check-series \
+.PHONY: help deps source tree build stock series check check-series check-faults \
         unit-tests lab-tests guest demo bench clean distclean
 
 help:
@@ -14,6 +14,7 @@ help:
 	@echo "make series        export build/libvirt commits since v11.3.0 to patches/"
 	@echo "make check         deps, build, libvirt test suite, project tests (what CI runs)"
 	@echo "make check-series  every patch in order builds and passes the unit tests"
+	@echo "make check-faults  the lab's heavy fault cases, which make check leaves out"
 	@echo "make demo          the headline migration between two lab hosts"
 	@echo "make bench         tunnelled vs native migration benchmark"
 
@@ -49,6 +50,9 @@ unit-tests:
 
 lab-tests:
 	@$(S)/run-tests.sh --lab-only
+
+check-faults:
+	@$(S)/deps.sh && $(MAKE) --no-print-directory build stock guest && $(S)/run-tests.sh --lab-heavy
 
 demo:
 	@$(S)/deps.sh && $(MAKE) --no-print-directory build stock guest && lab/demo.py

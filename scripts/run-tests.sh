@@ -3,14 +3,16 @@
 #   run-tests.sh               libvirt's meson suite + project unit tests + lab e2e
 #   run-tests.sh --unit-only   skip the lab
 #   run-tests.sh --lab-only    only the lab
+#   run-tests.sh --lab-heavy   only the lab's heavy fault cases (make check-faults)
 # Assumes the tree is built (make build stock guest).
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 
-do_meson=1 do_unit=1 do_lab=1
+do_meson=1 do_unit=1 do_lab=1 lab_args=()
 case ${1:-} in
 --unit-only) do_lab=0 ;;
 --lab-only) do_meson=0 do_unit=0 ;;
+--lab-heavy) do_meson=0 do_unit=0 lab_args=(--heavy) ;;
 "") ;;
 *) die "unknown option $1" ;;
 esac
@@ -59,7 +61,7 @@ fi
 if [ $do_lab = 1 ]; then
     msg "lab end-to-end tests"
     t0=$SECONDS
-    /usr/bin/python3 "$TOP/tests/lab/e2e.py" 2>&1 | tee "$LOGS/e2e.log"
+    /usr/bin/python3 "$TOP/tests/lab/e2e.py" "${lab_args[@]}" 2>&1 | tee "$LOGS/e2e.log"
     line=$(tail -1 "$LOGS/e2e.log")
     xf=$(sed -n 's/^lab: .* \([0-9]*\) expected failures.*/\1/p' "$LOGS/e2e.log")
     if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then

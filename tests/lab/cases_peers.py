@@ -139,27 +139,32 @@ def t_frozen_precopy(a, b):
     frozen_destination(a, b, "sigstop")
 
 
-@case("frozen destination daemon (SIGSTOP) mid-mirror: the source answers, abort works")
+@case("frozen destination daemon (SIGSTOP) mid-mirror: the source answers, abort works",
+      heavy=True)
 def t_frozen_storage(a, b):
     frozen_destination(a, b, "sigstop", storage=True)
 
 
-@case("frozen destination daemon (SIGSTOP) in tunnelled post-copy: paused, then recovered")
+@case("frozen destination daemon (SIGSTOP) in tunnelled post-copy: paused, then recovered",
+      heavy=True)
 def t_frozen_postcopy(a, b):
     frozen_destination(a, b, "sigstop", postcopy=True)
 
 
-@case("blackholed link in tunnelled pre-copy: the source answers, abort works")
+@case("blackholed link in tunnelled pre-copy: the source answers, abort works",
+      heavy=True)
 def t_blackhole_precopy(a, b):
     frozen_destination(a, b, "blackhole")
 
 
-@case("blackholed link mid-mirror: the source answers, abort works")
+@case("blackholed link mid-mirror: the source answers, abort works",
+      heavy=True)
 def t_blackhole_storage(a, b):
     frozen_destination(a, b, "blackhole", storage=True)
 
 
-@case("blackholed link in tunnelled post-copy: paused, then recovered")
+@case("blackholed link in tunnelled post-copy: paused, then recovered",
+      heavy=True)
 def t_blackhole_postcopy(a, b):
     frozen_destination(a, b, "blackhole", postcopy=True)
 
@@ -228,7 +233,8 @@ def restarted_daemon(a, b, where, kill=False, storage=False):
     verify_migrated(a, b, g, storage=storage)
 
 
-@case("source daemon restarted (SIGTERM) mid-mirror: the guest stays on A, migrates again")
+@case("source daemon restarted (SIGTERM) mid-mirror: the guest stays on A, migrates again",
+      heavy=True)
 def t_restart_source_storage(a, b):
     restarted_daemon(a, b, "source", storage=True)
 

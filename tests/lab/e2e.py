@@ -8,7 +8,11 @@ byte-identical to what it wrote.  Expected-failure cases assert today's
 exact refusal and that nothing was lost (the guest still runs on A, nothing
 is left on B).
 
-    e2e.py [-k SUBSTRING] [--list]
+    e2e.py [-k SUBSTRING] [--heavy | --all] [--list]
+
+By default the runner leaves out the heavy cases (long variants of fault
+cases it runs: `make check`); --heavy runs only those (`make
+check-faults`), --all both.  -k picks from every case.
 
 LAB_BREAK=disk flips a byte of the migrated disk before it is verified, and
 LAB_BREAK=mem makes the guest flip a memory bit: either must make the cases
@@ -84,11 +88,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-k", default="", help="run cases whose name contains this")
     ap.add_argument("--list", action="store_true")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--heavy", action="store_true", help="only the heavy fault cases")
+    which.add_argument("--all", action="store_true", help="every case")
     opts = ap.parse_args()
-    cases = [c for c in CASES if opts.k in c["name"]]
+    if opts.k or opts.all:
+        cases = [c for c in CASES if opts.k in c["name"]]
+    else:
+        cases = [c for c in CASES if c["heavy"] == opts.heavy]
     if opts.list:
         for c in cases:
-            print(c["name"] + ("  [expected failure]" if c["xfail"] else ""))
+            print(c["name"] + ("  [expected failure]" if c["xfail"] else "") +
+                  ("  [heavy]" if c["heavy"] else ""))
         return 0
 
     build_helpers()

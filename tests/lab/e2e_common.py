@@ -28,13 +28,14 @@ REFUSE_TUNNEL_TLS = ("TLS migration is not supported with tunnelled migration, t
 CASES = []
 
 
-def case(name, a="patched", b="patched", xfail=None, env=None):
+def case(name, a="patched", b="patched", xfail=None, env=None, heavy=False):
     """Register a test.  a/b: 'patched', 'stock', optionally '+split'.
     env: variables for lab.sh when it starts both hosts (LAB_LOG_FILTERS,
-    LAB_DAEMON_CONF)."""
+    LAB_DAEMON_CONF).  heavy: a long fault case that `make check` leaves to
+    `make check-faults` (a variant of one that `make check` runs)."""
     def deco(fn):
         CASES.append({"name": name, "fn": fn, "a": a, "b": b, "xfail": xfail,
-                      "env": tuple(sorted((env or {}).items()))})
+                      "env": tuple(sorted((env or {}).items())), "heavy": heavy})
         return fn
     return deco
 
