@@ -74,5 +74,9 @@ fi
 echo
 echo "=== summary"
 printf '  %s\n' "${summary[@]}"
+if [ $do_lab = 1 ] && grep -q '^  failed: ' "$LOGS/e2e.log"; then
+    echo "failed lab cases, with their daemons' and QEMU's logs:"
+    sed -n 's/^  failed: /  /p; s/^    logs: /    /p' "$LOGS/e2e.log"
+fi
 echo "$total_pass passed, $total_fail failed"
 [ $total_fail = 0 ]

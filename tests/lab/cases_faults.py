@@ -6,7 +6,7 @@ import signal
 import subprocess
 import time
 
-from labpy import LAB, LinkProxy, SlowNbdDisk
+from labpy import LAB, LinkProxy, RpcHoldProxy, SlowNbdDisk
 from e2e_common import (Failure, GNAME, case, caught_up, check, check_daemons, check_keepalive,
                          copy_progress, daemons_now, disk_mib, fds_of, fill_outside_ring,
                          guest_busy, guest_disks, jobinfo, log, mib_processed, migrate,
@@ -132,8 +132,12 @@ def t_tunnel_storage_cut(a, b):
     daemons = daemons_now(a, b)
 
     def cut(proc):
-        wait_for("the mirror to move", lambda: proc.poll() is not None or
-                 disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
+        # Both mirrors run, so no NBD handshake is in flight (that moment
+        # has its own case, below), and have moved.
+        wait_for("both mirrors to move", lambda: proc.poll() is not None or
+                 (mirrors_running(a, ("vda", "vdb")) and
+                  disk_mib(jobinfo(a, GNAME, completed=False)) > 1), 60)
+        check(proc.poll() is None, "the migration ended before the cut")
         log("cutting the link after %d bytes" % proxy.bytes)
         proxy.cut()
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"], dest=proxy.uri(),
@@ -154,6 +158,63 @@ def t_tunnel_storage_cut(a, b):
     g.check_clean(a)
 
 
+
+@case("tunnelled storage: link cut while QEMU waits for B's NBD server to greet it")
+def t_tunnel_storage_cut_handshake(a, b):
+    """QEMU on A opens its NBD connection inside blockdev-add, with the
+    migration job waiting in the monitor, and the server speaks first.  The
+    proxy passes B's replies but no stream data any more from the first
+    bytes of a tunnel stream (that greeting) on; once A started the disk's
+    tunnel (B answered OpenTunnel), the link is cut.  Nothing arrives on
+    the disk's stream, so only the closed connection can tell its tunnel
+    to give up, and with it QEMU's NBD client and the job: the migration
+    must fail promptly, the guest stay on A and migrate again afterwards."""
+    import threading
+    g = guest_disks(("vda",)); prepare_disks(g, a, b); g.start(a)
+    proxy = RpcHoldProxy(b.addr)
+    daemons = daemons_now(a, b)
+    log_start = len(a.daemon_log())
+    cut_at, finished = [], threading.Event()
+
+    def tunnel_started():
+        return "tunnel=nbd:vda fd=" in a.daemon_log()[log_start:]
+
+    def cut():
+        deadline = time.monotonic() + 90
+        while not finished.is_set() and time.monotonic() < deadline:
+            if proxy.held.is_set() and tunnel_started():
+                cut_at.append(time.monotonic())
+                log("B's NBD greeting held back, vda's tunnel started; cutting the link")
+                proxy.cut()
+                return
+            time.sleep(0.05)
+    cutter = threading.Thread(target=cut, daemon=True)
+    cutter.start()
+    try:
+        rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"],
+                          dest=proxy.uri(), timeout=90)
+    finally:
+        finished.set()
+        cutter.join()
+        proxy.cut()
+    check(cut_at, "the precondition was not met: greeting held %s, vda's tunnel started %s"
+          % (proxy.held.is_set(), tunnel_started()))
+    check(rc != 0, "migration succeeded although the link was cut")
+    log("failed %.1f s after the cut: %s" % (time.monotonic() - cut_at[0],
+                                             out.strip().splitlines()[-1]))
+    check("Lost connection to destination host" in out,
+          "the error does not say the destination was lost: %s" % out.strip())
+    check_daemons(daemons)
+    sa = a.domstate(GNAME)
+    check(sa == "running (booted)", "source state %r, expected running" % sa)
+    wait_for("the destination to clean up", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))
+    g.wait_progress(a, "guest progress on A after the cut", timeout=60)
+    g.check_clean(a)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"])
+    check(rc == 0, "migration after the cut failed: %s" % out)
+    verify_migrated(a, b, g, storage=True)
 
 @case("tunnelled storage: a throttled destination disk; keepalive holds")
 def t_tunnel_storage_throttled(a, b):

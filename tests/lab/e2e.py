@@ -22,13 +22,15 @@ Output ends with "N passed, N failed".
 """
 import argparse
 import os
+import re
+import shutil
 import signal
 import sys
 import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from labpy import Failure, Host, SHARED, TOP, run  # noqa: E402
+from labpy import LAB, Failure, Host, SHARED, TOP, run  # noqa: E402
 from e2e_common import CASES, build_helpers  # noqa: E402
 # importing a module registers its cases, in the order they run
 import cases_precopy, cases_postcopy, cases_storage, cases_rpc  # noqa: E402
@@ -83,6 +85,19 @@ class Lab:
                 h.stop()
         self.key = None
 
+    def save_logs(self, name):
+        """Keep the daemons' and QEMU's logs of a failed case, before its
+        hosts are stopped; returns where they are."""
+        dest = os.path.join(FAILED, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:80])
+        for h in (self.a, self.b):
+            src = os.path.join(h.dir, "var", "log") if h else None
+            if src and os.path.isdir(src):
+                shutil.copytree(src, os.path.join(dest, h.name), dirs_exist_ok=True)
+        return dest
+
+
+FAILED = os.path.join(LAB, "failed")
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -106,6 +121,7 @@ def main():
     # A previous run killed hard may have left hosts behind.
     run([os.path.join(TOP, "lab", "lab.sh"), "stop-all"], check_rc=False)
     lab = Lab()
+    shutil.rmtree(FAILED, ignore_errors=True)
     passed, failed, xfailed = [], [], []
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(1))
     try:
@@ -132,7 +148,11 @@ def main():
             dt = time.monotonic() - t0
             if err:
                 print("FAIL  %s (%.0fs): %s" % (c["name"], dt, err), flush=True)
-                failed.append(c["name"])
+                try:
+                    where = lab.save_logs(c["name"])
+                except OSError as e:
+                    where = "not kept: %s" % e
+                failed.append((c["name"], where))
                 # A failed case may leave a host in a bad state: start afresh.
                 lab.stop()
             elif c["xfail"]:
@@ -147,8 +167,8 @@ def main():
     print()
     print("lab: %d passed, %d expected failures (today's refusals asserted), %d failed"
           % (len(passed), len(xfailed), len(failed)))
-    for n in failed:
-        print("  failed: %s" % n)
+    for n, where in failed:
+        print("  failed: %s\n    logs: %s" % (n, where))
     print("%d passed, %d failed" % (len(passed) + len(xfailed), len(failed)))
     return 1 if failed else 0
 

@@ -468,6 +468,12 @@ class Forwarder:
                     if reset:
                         s.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_LINGER,
                                      struct.pack("ii", 1, 0))
+                    # Wake the thread reading it: a socket closed while a
+                    # recv() waits on it stays open until the recv returns.
+                    s.shutdown(self._socket.SHUT_RD)
+                except OSError:
+                    pass
+                try:
                     s.close()
                 except OSError:
                     pass
@@ -506,6 +512,61 @@ class LinkProxy(Forwarder):
         """Cut the link: every connection is reset at once."""
         self.close(reset=True)
 
+
+
+class RpcHoldProxy(LinkProxy):
+    """A LinkProxy that reads the libvirt RPC messages coming back from the
+    destination and, from the first stream data message on (the first
+    bytes a peer sends through a tunnel stream, e.g. the greeting of an
+    NBD server), forwards no stream message to the source any more, while
+    replies and keepalives still go through; `held` is set then.  The
+    source sees a destination that answers its calls, and a tunnel stream
+    on which nothing arrives."""
+
+    RPC_STREAM, RPC_CONTINUE, RPC_HEADER = 3, 2, 28
+
+    def __init__(self, *args, **kwargs):
+        import threading
+        super().__init__(*args, **kwargs)
+        self.held = threading.Event()
+
+    def _pipe(self, src, dst, to_server):
+        if to_server:
+            return super()._pipe(src, dst, to_server)
+        import struct
+        buf = b""
+        while not self.closed:
+            try:
+                data = src.recv(262144)
+            except OSError:
+                break
+            if not data:
+                break
+            buf += data
+            out = b""
+            while len(buf) >= self.RPC_HEADER:
+                # length, then prog, vers, proc, type, serial, status
+                length, = struct.unpack(">I", buf[:4])
+                mtype, _, status = struct.unpack(">3I", buf[16:28])
+                if len(buf) < length:
+                    break
+                msg, buf = buf[:length], buf[length:]
+                if mtype == self.RPC_STREAM and status == self.RPC_CONTINUE and \
+                        length > self.RPC_HEADER:
+                    self.held.set()
+                if not (mtype == self.RPC_STREAM and self.held.is_set()):
+                    out += msg
+            try:
+                if out:
+                    dst.sendall(out)
+            except OSError:
+                break
+            with self.lock:
+                self.bytes += len(out)
+        try:
+            dst.shutdown(self._socket.SHUT_WR)
+        except OSError:
+            pass
 
 class SlowNbdDisk(Forwarder):
     """A disk image served by qemu-nbd behind a UNIX-socket forwarder that
