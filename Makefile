@@ -4,7 +4,7 @@ SHELL := /bin/bash
 S := scripts
 
 .PHONY: help deps source tree build stock series check check-series check-faults \
-        unit-tests lab-tests guest demo bench clean distclean
+        unit-tests lab-tests guest demo bench profile clean distclean
 
 help:
 	@echo "make deps          install Debian packages (build + lab), idempotent"
@@ -17,6 +17,7 @@ help:
 	@echo "make check-faults  the lab's heavy fault cases, which make check leaves out"
 	@echo "make demo          the headline migration between two lab hosts"
 	@echo "make bench         tunnelled vs native migration benchmark"
+	@echo "make profile       the benchmark with perf on every daemon (docs/performance.md)"
 
 deps:
 	@$(S)/deps.sh
@@ -59,6 +60,13 @@ demo:
 
 bench:
 	@$(S)/deps.sh && $(MAKE) --no-print-directory build guest && bench/bench.py
+
+# one run of each throughput mode with perf attached to every daemon
+profile:
+	@$(S)/deps.sh && $(MAKE) --no-print-directory build guest && \
+	    BENCH_PROFILE=1 BENCH_RUNS=$${BENCH_RUNS:-1} \
+	    BENCH_GUEST_MIB=$${BENCH_GUEST_MIB:-2048} BENCH_WL_MIB=$${BENCH_WL_MIB:-1024} \
+	    BENCH_MODES=$${BENCH_MODES:-native-tcp,tunnel-tcp,native-tls,tunnel-tls} bench/bench.py
 
 clean:
 	rm -rf build/obj build/obj-stock build/install build/install-stock build/lab build/guest

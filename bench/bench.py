@@ -10,22 +10,36 @@ modes (native-nbd, tunnel-nbd) give the guest a DISK_MIB disk full of random
 data and compare the rate at which the mirrors copied it.
 
 Output: a table on stdout, build/bench/result.json and build/bench/bench.png.
+
+BENCH_PROFILE=1 (`make profile`) also profiles each libvirt daemon during
+each migration: `perf stat` counts syscalls, context switches, page faults
+and CPU time, reported per MiB moved with each daemon's idle rate (measured
+just before, over the same guest) subtracted; `perf record` samples the
+call stacks, and the top symbols of each daemon go to
+build/bench/profile/<mode>-<run>-<daemon>.txt.
 """
 import json
 import os
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lab"))
 import e2e  # noqa: E402
+import e2e_common as ec  # noqa: E402
 from labpy import BUILD, Failure, Guest, jobinfo  # noqa: E402
 
 OUT = os.path.join(BUILD, "bench")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
-WL_MEM, WL_RATE, GUEST_MEM = 128, 64, 512
+# BENCH_GUEST_MIB and BENCH_WL_MIB: a larger guest, and more of its memory
+# written by the workload (so more data moves), to show how cost grows
+WL_MEM = int(os.environ.get("BENCH_WL_MIB", "128"))
+WL_RATE = 64
+GUEST_MEM = int(os.environ.get("BENCH_GUEST_MIB", "512"))
 
 # name: (flags, transport, baseline); "postcopy" modes switch with
 # migrate-postcopy as soon as precopy moves, as an operator would.
@@ -45,6 +59,9 @@ DISK_MIB = 512
 if os.environ.get("BENCH_MODES"):
     MODES = {m: MODES[m] for m in os.environ["BENCH_MODES"].split(",")}
 CLK = os.sysconf("SC_CLK_TCK")
+PROFILE = os.environ.get("BENCH_PROFILE") == "1"
+PERF_EVENTS = ("raw_syscalls:sys_enter", "context-switches", "page-faults", "task-clock")
+IDLE_S = 3.0
 
 
 def cpu_seconds(pid):
@@ -105,6 +122,98 @@ class LatencyProbe(threading.Thread):
             self.stop.wait(0.1)
 
 
+class Profiler:
+    """perf stat and perf record attached to every libvirt daemon of both
+    hosts for the duration of one migration (see BENCH_PROFILE)."""
+
+    def __init__(self, a, b, tag):
+        self.tag = tag
+        self.dir = os.path.join(OUT, "profile")
+        os.makedirs(self.dir, exist_ok=True)
+        self.daemons = {}
+        for hn, h in (("A", a), ("B", b)):
+            for comm, pid in h.daemon_pids().items():
+                self.daemons["%s %s" % (hn, comm)] = pid
+        self.procs = []
+        self.idle = self.counts(IDLE_S)
+
+    def _file(self, name, ext):
+        return os.path.join(self.dir, "%s-%s.%s" % (self.tag, name.replace(" ", "-"), ext))
+
+    def _stat(self, pid, out):
+        # --no-inherit: not the QEMU a daemon forks on the destination
+        return subprocess.Popen(["perf", "stat", "--no-inherit", "-x", ",", "-o", out,
+                                 "-e", ",".join(PERF_EVENTS), "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def _parse(path):
+        counts = {}
+        for line in open(path):
+            f = line.strip().split(",")
+            if len(f) > 2 and f[2] in PERF_EVENTS:
+                try:
+                    counts[f[2]] = float(f[0])
+                except ValueError:
+                    counts[f[2]] = 0.0
+        return counts
+
+    def _stop(self, procs):
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def counts(self, seconds):
+        """What each daemon does per second while nothing migrates."""
+        procs, files = [], {}
+        for name, pid in self.daemons.items():
+            files[name] = self._file(name, "idle.stat")
+            procs.append(self._stat(pid, files[name]))
+        time.sleep(seconds)
+        self._stop(procs)
+        return {n: {k: v / seconds for k, v in self._parse(f).items()} for n, f in files.items()}
+
+    def start(self):
+        self.t0 = time.monotonic()
+        for name, pid in self.daemons.items():
+            self.procs.append(self._stat(pid, self._file(name, "stat")))
+            self.procs.append(subprocess.Popen(
+                ["perf", "record", "-q", "--no-inherit", "-F", "999", "-g",
+                 "-o", self._file(name, "data"),
+                 "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self, data_mib):
+        """Counts per MiB moved, idle rate subtracted, and top symbols."""
+        wall = time.monotonic() - self.t0
+        self._stop(self.procs)
+        result = {}
+        for name in self.daemons:
+            got = self._parse(self._file(name, "stat"))
+            idle = self.idle.get(name, {})
+            net = {k: max(0.0, got.get(k, 0.0) - idle.get(k, 0.0) * wall) for k in PERF_EVENTS}
+            result[name] = {
+                "syscalls_per_mib": round(net["raw_syscalls:sys_enter"] / max(data_mib, 1), 1),
+                "ctxsw_per_mib": round(net["context-switches"] / max(data_mib, 1), 1),
+                "faults_per_mib": round(net["page-faults"] / max(data_mib, 1), 1),
+                "cpu_ms_per_mib": round(net["task-clock"] / max(data_mib, 1), 3),
+                "idle_cpu_ms_per_s": round(idle.get("task-clock", 0.0), 2),
+            }
+            report = subprocess.run(
+                ["perf", "report", "-q", "--stdio", "--no-children", "--sort", "dso,symbol",
+                 "-g", "none", "--percent-limit", "1", "-i", self._file(name, "data")],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300)
+            top = [ln.strip() for ln in report.stdout.splitlines() if ln.strip()][:25]
+            with open(self._file(name, "txt"), "w") as f:
+                f.write("\n".join(top) + "\n")
+            result[name]["top"] = top[:8]
+        return result
+
+
 def loopback_ceiling(seconds=2.0):
     """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3."""
     srv = socket.socket()
@@ -157,7 +266,7 @@ class MirrorClock(threading.Thread):
 
     def run(self):
         while not self.stop.is_set() and time.monotonic() - self.t0 < 600:
-            info = jobinfo(self.host, e2e.GNAME, completed=False)
+            info = jobinfo(self.host, ec.GNAME, completed=False)
             if num(info.get("Memory processed")) > 0:
                 self.mirrored = time.monotonic() - self.t0
                 return
@@ -167,21 +276,21 @@ class MirrorClock(threading.Thread):
 def disk_guest(a, b):
     """The bench guest with one DISK_MIB raw disk full of random data (after
     the workload's ring), and an empty target precreated on B."""
-    disks = e2e.guest_disks(("vda",)).disks
-    g = Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE, disks=disks)
-    e2e.prepare_disks(g, a, b, size_mib={"vda": DISK_MIB})
-    e2e.fill_outside_ring(g, a, b, "vda", DISK_MIB - g.ring * 4096 // 2**20)
+    disks = ec.guest_disks(("vda",)).disks
+    g = Guest(ec.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE, disks=disks)
+    ec.prepare_disks(g, a, b, size_mib={"vda": DISK_MIB})
+    ec.fill_outside_ring(g, a, b, "vda", DISK_MIB - g.ring * 4096 // 2**20)
     return g
 
 
-def one_run(lab, mode):
+def one_run(lab, mode, tag=None):
     flags, transport, _ = MODES[mode]
     a, b = lab.hosts("patched", "patched")
     storage = "copy-storage-all" in flags
     if storage:
         g = disk_guest(a, b)
     else:
-        g = Guest(e2e.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
+        g = Guest(ec.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
     g.start(a)
     clock = MirrorClock(a)
     if storage:
@@ -189,12 +298,17 @@ def one_run(lab, mode):
     sampler = CpuSampler(a, b)
     sampler.sample()
     sampler.start()
+    profiler = Profiler(a, b, tag or mode) if PROFILE else None
     probe = LatencyProbe(a)
     probe.start()
+    if profiler:
+        profiler.start()
     t0 = time.monotonic()
-    rc, out = e2e.migrate(a, b, flags, transport=transport,
+    rc, out = ec.migrate(a, b, flags, transport=transport,
                           switch_postcopy="postcopy" in flags)
     wall = time.monotonic() - t0
+    src = jobinfo(a, ec.GNAME)
+    profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
     sampler.stop.set()
     probe.stop.set()
     sampler.join()
@@ -206,19 +320,19 @@ def one_run(lab, mode):
         raise Failure("%s: migration failed: %s" % (mode, out))
     g.wait_progress(b, "guest progress on B", timeout=60)
     g.check_clean(b)
-    src = jobinfo(a, e2e.GNAME)
     return {
+        "profile": profile,
         "throughput_mib_s": num(src.get("Memory bandwidth")),
         "total_s": num(src.get("Time elapsed")) / 1000,
         "wall_s": round(wall, 2),
         "downtime_ms": num(src.get("Total downtime")),
-        "data_mib": e2e.mib_of(src, "Data processed"),
+        "data_mib": ec.mib_of(src, "Data processed"),
         "cpu_s": sampler.result(),
         "src_list_ms_max": round(max(probe.samples), 1) if probe.samples else None,
         "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,
         "postcopy_requests": num(src.get("Postcopy requests")),
-        "disk_mib": e2e.disk_mib(src) if storage else None,
-        "storage_mib_s": (round(e2e.disk_mib(src) / clock.mirrored, 1)
+        "disk_mib": ec.disk_mib(src) if storage else None,
+        "storage_mib_s": (round(ec.disk_mib(src) / clock.mirrored, 1)
                           if storage and clock.mirrored else None),
     }
 
@@ -229,7 +343,7 @@ def main():
         r = json.load(open(os.path.join(OUT, "result.json")))
         chart(r["median"], r["loopback_mib_s"])
         return 0
-    e2e.build_helpers()
+    ec.build_helpers()
     lab = e2e.Lab()
     runs = {m: [] for m in MODES}
     try:
@@ -239,7 +353,7 @@ def main():
         for i in range(RUNS):
             for m in MODES:
                 print("== run %d/%d %s" % (i + 1, RUNS, m), flush=True)
-                runs[m].append(one_run(lab, m))
+                runs[m].append(one_run(lab, m, "%s-%d" % (m, i + 1)))
                 lab.cleanup()
     finally:
         lab.cleanup()
@@ -281,6 +395,9 @@ def main():
             m, r["throughput_mib_s"], r["total_s"], r["downtime_ms"], r["data_mib"],
             r["daemon_ms_per_mib"], "%.2fx" % r["ratio"] if r["ratio"] else "baseline", lat, cpu))
 
+    if PROFILE:
+        print_profile(runs)
+
     result = {"runs": RUNS, "guest_mib": GUEST_MEM, "workload_mib": WL_MEM,
               "workload_rate": WL_RATE, "loopback_mib_s": ceiling,
               "median": med, "all": runs,
@@ -290,6 +407,44 @@ def main():
     chart(med, ceiling)
     print("\nwrote %s/result.json and %s/bench.png" % (OUT, OUT))
     return 0
+
+
+def print_profile(runs):
+    """Per daemon and mode, medians over the runs, per MiB moved, idle
+    subtracted; and where the first run's CPU went."""
+    keys = ("cpu_ms_per_mib", "syscalls_per_mib", "ctxsw_per_mib", "faults_per_mib")
+    print()
+    print("Profile (perf), per MiB moved, idle subtracted; medians")
+    print("%-11s %-14s %10s %12s %10s %10s %9s" % ("mode", "daemon", "CPU ms", "syscalls",
+                                                 "ctx sw", "faults", "idle ms/s"))
+    for m, rs in runs.items():
+        profs = [r["profile"] for r in rs if r.get("profile")]
+        for d in sorted({d for p in profs for d in p}):
+            vals = [p[d] for p in profs if d in p]
+            med = {k: statistics.median(v[k] for v in vals) for k in keys + ("idle_cpu_ms_per_s",)}
+            print("%-11s %-14s %10.2f %12.0f %10.1f %10.1f %9.2f" % (
+                m, d, med["cpu_ms_per_mib"], med["syscalls_per_mib"], med["ctxsw_per_mib"],
+                med["faults_per_mib"], med["idle_cpu_ms_per_s"]))
+    # what each tunnelled mode costs beyond its native baseline
+    print()
+    for m, rs in runs.items():
+        base = MODES[m][2]
+        if base not in runs:
+            continue
+        cost = {}
+        for mode in (m, base):
+            profs = [r["profile"] for r in runs[mode] if r.get("profile")]
+            cost[mode] = statistics.median(sum(v["cpu_ms_per_mib"] for v in p.values())
+                                           for p in profs) if profs else 0
+        print("%s: daemons' CPU %.2f ms/MiB, %s %.2f: %+.2f ms/MiB beyond native" % (
+            m, cost[m], base, cost[base], cost[m] - cost[base]))
+    for m, rs in runs.items():
+        p = rs[0].get("profile") or {}
+        for d, v in sorted(p.items()):
+            if v["top"]:
+                print("\n%s, %s, top symbols (%s):" % (m, d, "build/bench/profile/"))
+                for ln in v["top"]:
+                    print("    " + ln)
 
 
 def chart(med, ceiling):
