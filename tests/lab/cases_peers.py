@@ -8,7 +8,8 @@ import subprocess
 import time
 
 from labpy import LinkProxy
-from e2e_common import (Failure, GNAME, case, check, check_daemons, daemons_now, disk_mib,
+from e2e_common import (Failure, GNAME, case, check, check_daemons, check_no_blockjob,
+                         daemons_now, disk_mib,
                          guest_busy, guest_disks, jobinfo, log, mib_processed, migrate,
                          nbd_sockets, prepare_disks, resume_natively, verify_migrated,
                          wait_for, wait_guest_on, wait_postcopy_failed, wait_postcopy_switch)
@@ -129,9 +130,7 @@ def frozen_destination(a, b, how, storage=False, postcopy=False):
     wait_for("B to remove the incoming domain", lambda: b.domstate(GNAME) is None
              and not b.qemu_pids(), 90)
     if storage:
-        p = a.virsh("blockjob", GNAME, "vda", "--info", check_rc=False)
-        check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
-              "a block job is left on A: %s" % (p.stdout + p.stderr).strip())
+        check_no_blockjob(a)
 
 
 @case("frozen destination daemon (SIGSTOP) in tunnelled pre-copy: the source answers, abort works")
@@ -223,9 +222,7 @@ def restarted_daemon(a, b, where, kill=False, storage=False):
     if storage:
         wait_for("the tunnelled NBD sockets on A to go",
                  lambda: nbd_sockets(a) == [], 30)
-        p = a.virsh("blockjob", GNAME, "vda", "--info", check_rc=False)
-        check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
-              "a block job is left on A: %s" % (p.stdout + p.stderr).strip())
+        check_no_blockjob(a)
 
     log("a second tunnelled migration of the same guest")
     rc, out = migrate(a, b, flags, timeout=300)

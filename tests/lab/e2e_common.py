@@ -342,6 +342,13 @@ def mirrors_running(host, disks):
     return True
 
 
+def check_no_blockjob(host, dev="vda"):
+    """No block job is left on dev of the guest on host."""
+    p = host.virsh("blockjob", GNAME, dev, "--info", check_rc=False)
+    check("No current block job" in p.stdout + p.stderr or p.stdout.strip() == "",
+          "a block job is left on %s: %s" % (host.name.upper(), (p.stdout + p.stderr).strip()))
+
+
 def fds_of(host):
     """Open file descriptors of each daemon process of host."""
     out = {}

@@ -423,10 +423,16 @@ class Forwarder:
             self._threading.Thread(target=self._pipe, args=(c, s, True), daemon=True).start()
             self._threading.Thread(target=self._pipe, args=(s, c, False), daemon=True).start()
 
+    def filter(self, data, to_server, state):
+        """What to forward of `data` just received; `state` is a dict kept
+        per connection and direction.  Forwards everything."""
+        return data
+
     def _pipe(self, src, dst, to_server):
         throttle = to_server and self.rate
         burst = 65536
         allowance, last = burst, time.monotonic()
+        state = {}
         while True:
             (self.flowing if to_server else self.flowing_back).wait()   # close() sets both
             if self.closed:
@@ -435,6 +441,7 @@ class Forwarder:
                 data = src.recv(262144 if not throttle else 65536)
                 if not data:
                     break
+                data = self.filter(data, to_server, state)
                 if throttle:
                     now = time.monotonic()
                     allowance = min(burst, allowance + (now - last) * self.rate)
@@ -530,43 +537,26 @@ class RpcHoldProxy(LinkProxy):
         super().__init__(*args, **kwargs)
         self.held = threading.Event()
 
-    def _pipe(self, src, dst, to_server):
+    def filter(self, data, to_server, state):
         if to_server:
-            return super()._pipe(src, dst, to_server)
+            return data
         import struct
-        buf = b""
-        while not self.closed:
-            try:
-                data = src.recv(262144)
-            except OSError:
+        buf = state.get("buf", b"") + data
+        out = b""
+        while len(buf) >= self.RPC_HEADER:
+            # length, then prog, vers, proc, type, serial, status
+            length, = struct.unpack(">I", buf[:4])
+            mtype, _, status = struct.unpack(">3I", buf[16:28])
+            if len(buf) < length:
                 break
-            if not data:
-                break
-            buf += data
-            out = b""
-            while len(buf) >= self.RPC_HEADER:
-                # length, then prog, vers, proc, type, serial, status
-                length, = struct.unpack(">I", buf[:4])
-                mtype, _, status = struct.unpack(">3I", buf[16:28])
-                if len(buf) < length:
-                    break
-                msg, buf = buf[:length], buf[length:]
-                if mtype == self.RPC_STREAM and status == self.RPC_CONTINUE and \
-                        length > self.RPC_HEADER:
-                    self.held.set()
-                if not (mtype == self.RPC_STREAM and self.held.is_set()):
-                    out += msg
-            try:
-                if out:
-                    dst.sendall(out)
-            except OSError:
-                break
-            with self.lock:
-                self.bytes += len(out)
-        try:
-            dst.shutdown(self._socket.SHUT_WR)
-        except OSError:
-            pass
+            msg, buf = buf[:length], buf[length:]
+            if mtype == self.RPC_STREAM and status == self.RPC_CONTINUE and \
+                    length > self.RPC_HEADER:
+                self.held.set()
+            if not (mtype == self.RPC_STREAM and self.held.is_set()):
+                out += msg
+        state["buf"] = buf
+        return out
 
 class SlowNbdDisk(Forwarder):
     """A disk image served by qemu-nbd behind a UNIX-socket forwarder that
