@@ -55,9 +55,23 @@ MODES = {
     "native-nbd": (["live", "p2p", "copy-storage-all"], "tcp", None),
     "tunnel-nbd": (["live", "p2p", "tunnelled", "copy-storage-all"], "tcp", "native-nbd"),
 }
+# fixed maximum downtime: migrate-setmaxdowntime before the migration, the
+# same value on both sides of the comparison
+DOWNTIME_MS = int(os.environ.get("BENCH_DOWNTIME_MS", "50"))
+MODES["native-dt"] = (["live", "p2p"], "tcp", None)
+MODES["tunnel-dt"] = (["live", "p2p", "tunnelled"], "tcp", "native-dt")
 DISK_MIB = 512
+# BENCH_CONCURRENT guests migrated at once between the same two hosts,
+# natively and tunnelled, compared by aggregate throughput
+# (0: skip; by default skipped when BENCH_MODES picks modes)
+CONCURRENT = int(os.environ.get("BENCH_CONCURRENT",
+                                "0" if os.environ.get("BENCH_MODES") else "4"))
 if os.environ.get("BENCH_MODES"):
     MODES = {m: MODES[m] for m in os.environ["BENCH_MODES"].split(",")}
+# The daemons log as a host does by default (warnings), not with the lab's
+# debug filters, which write several lines per stream packet; set
+# BENCH_LOG_FILTERS to measure with other filters.
+LAB_ENV = (("LAB_LOG_FILTERS", os.environ.get("BENCH_LOG_FILTERS", "3:*")),)
 CLK = os.sysconf("SC_CLK_TCK")
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"
 PERF_EVENTS = ("raw_syscalls:sys_enter", "context-switches", "page-faults", "task-clock")
@@ -214,16 +228,69 @@ class Profiler:
         return result
 
 
-def loopback_ceiling(seconds=2.0):
-    """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.3", 0))
-    srv.listen(1)
+def free_port(addr):
+    s = socket.socket()
+    s.bind((addr, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_listening(addr, port, deadline_s=10.0):
+    """Wait until something listens on addr:port, without connecting (a
+    relay that is not forking serves only its first connection)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < deadline_s:
+        out = subprocess.run(["ss", "-Hltn", "src", "%s:%d" % (addr, port)],
+                             stdout=subprocess.PIPE, text=True, timeout=10).stdout
+        if out.strip():
+            return
+        time.sleep(0.05)
+    raise Failure("nothing listens on %s:%d after %.0fs" % (addr, port, deadline_s))
+
+
+def forwarder_ceiling(seconds=2.0):
+    """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3 through two
+    copying relays in user space (socat, 256 KiB buffers), one per host:
+    the shape of a tunnel, with nothing of libvirt in it."""
+    sink = socket.socket()
+    sink.bind(("127.0.0.3", 0))
+    sink.listen(1)
+    p_sink = sink.getsockname()[1]
+    p_b = free_port("127.0.0.3")
+    p_a = free_port("127.0.0.2")
+    relays = []
+    try:
+        for listen, to in ((("127.0.0.3", p_b), ("127.0.0.3", p_sink)),
+                           (("127.0.0.2", p_a), ("127.0.0.3", p_b))):
+            relays.append(subprocess.Popen(
+                ["socat", "-b", "262144",
+                 "TCP-LISTEN:%d,bind=%s,reuseaddr" % (listen[1], listen[0]),
+                 "TCP:%s:%d" % to], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_listening("127.0.0.3", p_b)
+        wait_listening("127.0.0.2", p_a)
+        return loopback_ceiling(seconds, srv=sink, dest=("127.0.0.2", p_a))
+    finally:
+        for r in relays:
+            r.kill()
+            r.wait(timeout=10)
+
+
+def loopback_ceiling(seconds=2.0, srv=None, dest=None):
+    """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3 (or to @dest,
+    which leads to @srv)."""
+    if srv is None:
+        srv = socket.socket()
+        srv.bind(("127.0.0.3", 0))
+        srv.listen(1)
     port = srv.getsockname()[1]
+    dest = dest or ("127.0.0.3", port)
     got = [0]
 
     def sink():
+        srv.settimeout(30)
         c, _ = srv.accept()
+        c.settimeout(30)
         while True:
             d = c.recv(1 << 20)
             if not d:
@@ -234,7 +301,8 @@ def loopback_ceiling(seconds=2.0):
     t.start()
     cl = socket.socket()
     cl.bind(("127.0.0.2", 0))
-    cl.connect(("127.0.0.3", port))
+    cl.settimeout(30)
+    cl.connect(dest)
     buf = b"\0" * (1 << 20)
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
@@ -285,13 +353,15 @@ def disk_guest(a, b):
 
 def one_run(lab, mode, tag=None):
     flags, transport, _ = MODES[mode]
-    a, b = lab.hosts("patched", "patched")
+    a, b = lab.hosts("patched", "patched", env=LAB_ENV)
     storage = "copy-storage-all" in flags
     if storage:
         g = disk_guest(a, b)
     else:
         g = Guest(ec.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
     g.start(a)
+    if mode.endswith("-dt"):
+        a.virsh("migrate-setmaxdowntime", ec.GNAME, str(DOWNTIME_MS))
     clock = MirrorClock(a)
     if storage:
         clock.start()
@@ -337,6 +407,47 @@ def one_run(lab, mode, tag=None):
     }
 
 
+def concurrent_run(lab, tunnelled, n):
+    """Migrate n guests at once from A to B, each with its own virsh.
+    Returns the aggregate MiB/s (data moved by all / time until the last
+    one finished) and each migration's own throughput."""
+    a, b = lab.hosts("patched", "patched", env=LAB_ENV)
+    guests = [Guest("bench-c%d" % i, mem_mib=GUEST_MEM, wl_mem=WL_MEM // 2, wl_rate=WL_RATE // 4)
+              for i in range(n)]
+    for g in guests:
+        g.start(a)
+    flags = ["--live", "--p2p"] + (["--tunnelled"] if tunnelled else [])
+    procs = []
+    t0 = time.monotonic()
+    for g in guests:
+        args = [ec.VIRSH, "-c", a.client_uri(), "migrate"] + flags + [g.name, b.uri("tcp")]
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=max(1, 600 - (time.monotonic() - t0)))[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    wall = time.monotonic() - t0
+    each = []
+    total = 0.0
+    for g, p, out in zip(guests, procs, outs):
+        if p.returncode != 0:
+            raise Failure("%s: concurrent migration failed: %s" % (g.name, out.strip()))
+        info = jobinfo(a, g.name)
+        total += ec.mib_of(info, "Data processed")
+        each.append(num(info.get("Memory bandwidth")))
+    for g in guests:
+        g.wait_progress(b, "%s progress on B" % g.name, timeout=90)
+        g.check_clean(b)
+    return {"aggregate_mib_s": round(total / wall, 1), "wall_s": round(wall, 2),
+            "data_mib": round(total, 1), "each_mib_s": each}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     if sys.argv[1:] == ["--chart-only"]:
@@ -346,15 +457,24 @@ def main():
     ec.build_helpers()
     lab = e2e.Lab()
     runs = {m: [] for m in MODES}
+    conc = {"native": [], "tunnel": []}
     try:
-        lab.hosts("patched", "patched")
+        lab.hosts("patched", "patched", env=LAB_ENV)
         ceiling = loopback_ceiling()
-        print("loopback TCP ceiling: %.0f MiB/s" % ceiling, flush=True)
+        fwd = forwarder_ceiling()
+        print("loopback TCP ceiling: %.0f MiB/s; through two copying relays (socat): %.0f MiB/s"
+              % (ceiling, fwd), flush=True)
         for i in range(RUNS):
             for m in MODES:
                 print("== run %d/%d %s" % (i + 1, RUNS, m), flush=True)
                 runs[m].append(one_run(lab, m, "%s-%d" % (m, i + 1)))
                 lab.cleanup()
+            if CONCURRENT and not PROFILE:
+                for name, tun in (("native", False), ("tunnel", True)):
+                    print("== run %d/%d %d %s migrations at once" % (i + 1, RUNS, CONCURRENT, name),
+                          flush=True)
+                    conc[name].append(concurrent_run(lab, tun, CONCURRENT))
+                    lab.cleanup()
     finally:
         lab.cleanup()
         lab.stop()
@@ -379,7 +499,8 @@ def main():
 
     print()
     print("Median of %d interleaved runs; guest %d MiB, dirtying %d MiB at %d MiB/s; "
-          "loopback ceiling %.0f MiB/s" % (RUNS, GUEST_MEM, WL_MEM, WL_RATE, ceiling))
+          "loopback ceiling %.0f MiB/s, two copying relays %.0f MiB/s"
+          % (RUNS, GUEST_MEM, WL_MEM, WL_RATE, ceiling, fwd))
     hdr = "%-11s %9s %8s %9s %9s %11s %-10s %13s  %s" % (
         "mode", "MiB/s", "total s", "downtime", "data MiB", "daemon ms/", "vs native",
         "src virsh list", "CPU seconds")
@@ -395,11 +516,33 @@ def main():
             m, r["throughput_mib_s"], r["total_s"], r["downtime_ms"], r["data_mib"],
             r["daemon_ms_per_mib"], "%.2fx" % r["ratio"] if r["ratio"] else "baseline", lat, cpu))
 
+    concurrent = None
+    if conc["native"] and conc["tunnel"]:
+        concurrent = {k: {"aggregate_mib_s": statistics.median(r["aggregate_mib_s"] for r in v),
+                          "wall_s": statistics.median(r["wall_s"] for r in v),
+                          "data_mib": statistics.median(r["data_mib"] for r in v)}
+                      for k, v in conc.items()}
+        concurrent["ratio"] = round(concurrent["tunnel"]["aggregate_mib_s"] /
+                                    max(concurrent["native"]["aggregate_mib_s"], 1), 2)
+        print()
+        print("%d migrations at once (guests of %d MiB dirtying %d MiB at %d MiB/s), medians:"
+              % (CONCURRENT, GUEST_MEM, WL_MEM // 2, WL_RATE // 4))
+        for k in ("native", "tunnel"):
+            print("  %-7s aggregate %6.0f MiB/s, %.0f MiB in %.2f s" % (
+                k, concurrent[k]["aggregate_mib_s"], concurrent[k]["data_mib"],
+                concurrent[k]["wall_s"]))
+        print("  tunnelled aggregate: %.2fx of native" % concurrent["ratio"])
+    if "native-dt" in med:
+        print("\n-dt modes: migrate-setmaxdowntime %d ms before migrating" % DOWNTIME_MS)
+
     if PROFILE:
         print_profile(runs)
 
     result = {"runs": RUNS, "guest_mib": GUEST_MEM, "workload_mib": WL_MEM,
               "workload_rate": WL_RATE, "loopback_mib_s": ceiling,
+              "forwarder_mib_s": fwd, "downtime_limit_ms": DOWNTIME_MS,
+              "concurrent": concurrent, "concurrent_n": CONCURRENT,
+              "concurrent_all": conc,
               "median": med, "all": runs,
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(os.path.join(OUT, "result.json"), "w") as f:
