@@ -252,7 +252,8 @@ def wait_listening(addr, port, deadline_s=10.0):
 def forwarder_ceiling(seconds=2.0):
     """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3 through two
     copying relays in user space (socat, 256 KiB buffers), one per host:
-    the shape of a tunnel, with nothing of libvirt in it."""
+    the shape of a tunnel, with nothing of libvirt in it.  Also returns
+    what each relay spent, in CPU ms per MiB moved."""
     sink = socket.socket()
     sink.bind(("127.0.0.3", 0))
     sink.listen(1)
@@ -260,6 +261,8 @@ def forwarder_ceiling(seconds=2.0):
     p_b = free_port("127.0.0.3")
     p_a = free_port("127.0.0.2")
     relays = []
+    stats = {}
+    cpu = 0.0
     try:
         for listen, to in ((("127.0.0.3", p_b), ("127.0.0.3", p_sink)),
                            (("127.0.0.2", p_a), ("127.0.0.3", p_b))):
@@ -269,16 +272,24 @@ def forwarder_ceiling(seconds=2.0):
                  "TCP:%s:%d" % to], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_listening("127.0.0.3", p_b)
         wait_listening("127.0.0.2", p_a)
-        return loopback_ceiling(seconds, srv=sink, dest=("127.0.0.2", p_a))
+        rate = loopback_ceiling(seconds, srv=sink, dest=("127.0.0.2", p_a), stats=stats)
     finally:
         for r in relays:
-            r.kill()
-            r.wait(timeout=10)
+            # not r.kill() or r.poll(): they would reap the relay, and its
+            # CPU time with it
+            try:
+                os.kill(r.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _, status, ru = os.wait4(r.pid, 0)
+            r.returncode = status
+            cpu += ru.ru_utime + ru.ru_stime
+    return rate, 1000 * cpu / max(stats.get("mib", 1), 1) / len(relays)
 
 
-def loopback_ceiling(seconds=2.0, srv=None, dest=None):
+def loopback_ceiling(seconds=2.0, srv=None, dest=None, stats=None):
     """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3 (or to @dest,
-    which leads to @srv)."""
+    which leads to @srv); the MiB moved go to stats["mib"]."""
     if srv is None:
         srv = socket.socket()
         srv.bind(("127.0.0.3", 0))
@@ -311,6 +322,8 @@ def loopback_ceiling(seconds=2.0, srv=None, dest=None):
     t.join()
     dt = time.monotonic() - t0
     srv.close()
+    if stats is not None:
+        stats["mib"] = got[0] / (1 << 20)
     return got[0] / dt / (1 << 20)
 
 
@@ -461,9 +474,9 @@ def main():
     try:
         lab.hosts("patched", "patched", env=LAB_ENV)
         ceiling = loopback_ceiling()
-        fwd = forwarder_ceiling()
-        print("loopback TCP ceiling: %.0f MiB/s; through two copying relays (socat): %.0f MiB/s"
-              % (ceiling, fwd), flush=True)
+        fwd, fwd_cpu = forwarder_ceiling()
+        print("loopback TCP ceiling: %.0f MiB/s; through two copying relays (socat): %.0f MiB/s,"
+              " each relay %.2f CPU ms per MiB" % (ceiling, fwd, fwd_cpu), flush=True)
         for i in range(RUNS):
             for m in MODES:
                 print("== run %d/%d %s" % (i + 1, RUNS, m), flush=True)
@@ -499,8 +512,8 @@ def main():
 
     print()
     print("Median of %d interleaved runs; guest %d MiB, dirtying %d MiB at %d MiB/s; "
-          "loopback ceiling %.0f MiB/s, two copying relays %.0f MiB/s"
-          % (RUNS, GUEST_MEM, WL_MEM, WL_RATE, ceiling, fwd))
+          "loopback ceiling %.0f MiB/s, two copying relays %.0f MiB/s (%.2f CPU ms/MiB each)"
+          % (RUNS, GUEST_MEM, WL_MEM, WL_RATE, ceiling, fwd, fwd_cpu))
     hdr = "%-11s %9s %8s %9s %9s %11s %-10s %13s  %s" % (
         "mode", "MiB/s", "total s", "downtime", "data MiB", "daemon ms/", "vs native",
         "src virsh list", "CPU seconds")
@@ -540,7 +553,8 @@ def main():
 
     result = {"runs": RUNS, "guest_mib": GUEST_MEM, "workload_mib": WL_MEM,
               "workload_rate": WL_RATE, "loopback_mib_s": ceiling,
-              "forwarder_mib_s": fwd, "downtime_limit_ms": DOWNTIME_MS,
+              "forwarder_mib_s": fwd, "forwarder_cpu_ms_per_mib": round(fwd_cpu, 3),
+              "downtime_limit_ms": DOWNTIME_MS,
               "concurrent": concurrent, "concurrent_n": CONCURRENT,
               "concurrent_all": conc,
               "median": med, "all": runs,
