@@ -465,7 +465,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     if sys.argv[1:] == ["--chart-only"]:
         r = json.load(open(os.path.join(OUT, "result.json")))
-        chart(r["median"], r["loopback_mib_s"])
+        chart(r["median"], r["loopback_mib_s"], r.get("forwarder_mib_s"), r.get("concurrent"))
         return 0
     ec.build_helpers()
     lab = e2e.Lab()
@@ -561,7 +561,7 @@ def main():
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(os.path.join(OUT, "result.json"), "w") as f:
         json.dump(result, f, indent=2)
-    chart(med, ceiling)
+    chart(med, ceiling, fwd, concurrent)
     print("\nwrote %s/result.json and %s/bench.png" % (OUT, OUT))
     return 0
 
@@ -604,7 +604,7 @@ def print_profile(runs):
                     print("    " + ln)
 
 
-def chart(med, ceiling):
+def chart(med, ceiling, fwd=None, concurrent=None):
     try:
         import matplotlib
     except ImportError:
@@ -617,20 +617,31 @@ def chart(med, ceiling):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(med)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    bars = ax1.bar(names, [med[m]["throughput_mib_s"] for m in names],
-                   color=["#4477aa", "#66ccee", "#ee6677", "#ccbb44"][:len(names)])
-    for bar, m in zip(bars, names):
-        r = med[m]["ratio"]
-        ax1.annotate("%.2fx of %s" % (r, MODES[m][2]) if r else "baseline", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                     ha="center", va="bottom", fontsize=9)
-    ax1.set_ylabel("MiB/s (QEMU memory bandwidth, median)")
-    ax1.set_title("Throughput (loopback ceiling %.0f MiB/s)" % ceiling)
-    ax2.bar(names, [med[m]["daemon_ms_per_mib"] for m in names], color="#888888")
-    ax2.set_ylabel("libvirt daemon CPU ms per MiB moved")
-    ax2.set_title("Daemon cost")
+    rate = [med[m]["throughput_mib_s"] for m in names]
+    labels = [("%.2fx" % med[m]["ratio"]) if med[m]["ratio"] else "native" for m in names]
+    if concurrent:
+        for k in ("native", "tunnel"):
+            names.append("%s x4" % k)
+            rate.append(concurrent[k]["aggregate_mib_s"])
+            labels.append("%.2fx" % concurrent["ratio"] if k == "tunnel" else "native")
+    colors = ["#4477aa" if n.startswith("native") else "#ee7733" for n in names]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [3, 2]})
+    bars = ax1.bar(names, rate, color=colors)
+    for bar, lab in zip(bars, labels):
+        ax1.annotate(lab, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                     ha="center", va="bottom", fontsize=8)
+    ax1.set_ylabel("MiB/s (QEMU memory bandwidth; x4: aggregate), median")
+    title = "Throughput, tunnelled (orange) vs native (blue)\nloopback ceiling %.0f MiB/s" % ceiling
+    if fwd:
+        title += ", two copying relays %.0f MiB/s" % fwd
+    ax1.set_title(title, fontsize=10)
+    names2 = list(med)
+    ax2.bar(names2, [med[m]["daemon_ms_per_mib"] for m in names2],
+            color=["#4477aa" if n.startswith("native") else "#ee7733" for n in names2])
+    ax2.set_ylabel("libvirt daemons' CPU ms per MiB moved")
+    ax2.set_title("Daemon cost", fontsize=10)
     for ax in (ax1, ax2):
-        ax.tick_params(axis="x", rotation=20)
+        ax.tick_params(axis="x", rotation=35, labelsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(OUT, "bench.png"), dpi=100)
 
