@@ -13,7 +13,7 @@ help:
 	@echo "make stock         build pristine v11.3.0 into build/install-stock (lab's stock peer)"
 	@echo "make series        export build/libvirt commits since v11.3.0 to patches/"
 	@echo "make check         deps, build, libvirt test suite, project tests (what CI runs)"
-	@echo "make check-series  every patch in order builds and passes the unit tests"
+	@echo "make check-series  every patch in order builds and passes the unit tests (FROM=N: from patch N)"
 	@echo "make check-faults  the lab's heavy fault cases, which make check leaves out"
 	@echo "make demo          the headline migration between two lab hosts"
 	@echo "make bench         tunnelled vs native migration benchmark"

@@ -1,10 +1,12 @@
 """Lab cases: post-copy migration, native and tunnelled."""
 
 from labpy import LinkProxy
-from e2e_common import (GNAME, REFUSE_POSTCOPY, REFUSE_POSTCOPY_DEST, case, check, daemons_now,
-                         guest_busy, log, mib_processed, migrate, resume_natively,
-                         tunnel_postcopy, verify_migrated, verify_refused, wait_for,
-                         wait_guest_on, wait_postcopy_failed, wait_postcopy_switch)
+from e2e_common import (GNAME, RECOVER_HINT, REFUSE_POSTCOPY, REFUSE_POSTCOPY_DEST,
+                         REFUSE_RECOVERY_DEST, REFUSE_RECOVERY_PREEMPT, case, check,
+                         check_daemons, daemons_now, guest_busy, log, mib_processed, migrate,
+                         resume_natively, resume_tunnelled, try_resume, tunnel_postcopy,
+                         verify_migrated, verify_refused, wait_for, wait_guest_on,
+                         wait_postcopy_failed, wait_postcopy_switch)
 
 
 @case("native postcopy (migrate-postcopy)")
@@ -72,10 +74,10 @@ def t_tunnel_postcopy_from_stock(a, b):
 
 
 
-@case("tunnelled postcopy: link cut stops the guest on both hosts; native resume recovers it")
-def t_tunnel_cut_postcopy(a, b):
-    g = guest_busy(); g.start(a)
-    proxy = LinkProxy(b.addr)
+def cut_tunnelled_postcopy(a, b, g, transport="tcp"):
+    """A tunnelled post-copy migration whose link is cut once the guest runs
+    on B: it fails with an error and both sides wait for recovery."""
+    proxy = LinkProxy(b.addr, transport=transport)
 
     def cut(proc):
         wait_postcopy_switch(a, proc)
@@ -84,20 +86,136 @@ def t_tunnel_cut_postcopy(a, b):
         wait_guest_on(b, g, proc)
         log("cutting the link after %d bytes" % proxy.bytes)
         proxy.cut()
-    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy"], dest=proxy.uri(),
-                      switch_postcopy=True, during=cut,
-                      extra=["--bandwidth", "8", "--postcopy-bandwidth", "4"], timeout=120)
+    try:
+        rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy"], dest=proxy.uri(),
+                          switch_postcopy=True, during=cut,
+                          extra=["--bandwidth", "8", "--postcopy-bandwidth", "4"], timeout=120)
+    finally:
+        proxy.close()
     check(rc != 0, "migration succeeded although the link was cut")
     msg = out.strip().splitlines()[-1]
     log("error: %s" % msg)
     check("error:" in msg, "the migration failed without an error")
+    check(RECOVER_HINT in out, "the error does not say how to recover the domain: %s" % msg)
     wait_postcopy_failed(a, b)
-    # A tunnel cannot resume; the error and the docs say so.
+
+
+@case("tunnelled postcopy: link cut stops the guest on both hosts; tunnelled resume via "
+      "virDomainMigrateToURI3 recovers it")
+def t_tunnel_cut_postcopy(a, b):
+    g = guest_busy(); g.start(a)
+    daemons = daemons_now(a, b)
+    cut_tunnelled_postcopy(a, b, g)
+    resume_tunnelled(a, b, g, daemons, api=True)
+
+
+@case("tunnelled postcopy: a resumed post-copy that loses its link again is resumed again")
+def t_tunnel_cut_postcopy_twice(a, b):
+    """The recovery runs through a tunnel like the migration: cut that one
+    too, in the middle of the resumed post-copy, and recover again."""
+    g = guest_busy(); g.start(a)
+    daemons = daemons_now(a, b)
+    cut_tunnelled_postcopy(a, b, g)
+    before = mib_processed(a)
+    proxy, cuts = LinkProxy(b.addr), []
+
+    def cut(proc):
+        wait_for("the resumed post-copy to move pages",
+                 lambda: proc.poll() is not None or
+                 (a.domstate(GNAME) == "paused (post-copy)" and mib_processed(a) > before + 4), 60)
+        if proc.poll() is not None:
+            return      # refused as too early: try_resume() tries again
+        log("cutting the resumed post-copy's link after %d bytes (%.1f MiB processed)" %
+            (proxy.bytes, mib_processed(a)))
+        proxy.cut()
+        cuts.append(proxy.bytes)
+    try:
+        rc, out = try_resume(a, b, ["tunnelled"], dest=proxy.uri(), during=cut, bandwidth=4)
+    finally:
+        proxy.close()
+    check(cuts, "the resumed post-copy ended before the second cut: %s" % out.strip())
+    check(rc != 0, "the resumed post-copy succeeded although its link was cut: %s" % out)
+    log("error: %s" % out.strip().splitlines()[-1])
+    check(RECOVER_HINT in out, "the error does not say how to recover the domain: %s" % out)
+    wait_postcopy_failed(a, b)
+    resume_tunnelled(a, b, g, daemons)
+
+
+def fail_native_postcopy(a, b, g):
+    """A native post-copy migration failed with domjobabort --postcopy once
+    the guest runs on B; both sides wait for recovery."""
+    def pause(proc):
+        wait_postcopy_switch(a, proc)
+        wait_guest_on(b, g, proc)
+        p = a.virsh("domjobabort", "--postcopy", GNAME, check_rc=False)
+        log("$ virsh domjobabort --postcopy %s -> rc %d %s" % (GNAME, p.returncode,
+                                                               p.stderr.strip()))
+    rc, out = migrate(a, b, ["live", "p2p", "postcopy"], switch_postcopy=True, during=pause,
+                      extra=["--bandwidth", "8", "--postcopy-bandwidth", "4"], timeout=120)
+    check(rc != 0, "migration was not interrupted")
+    wait_postcopy_failed(a, b)
+
+
+@case("tunnelled postcopy over qemu+tls, split destination: link cut; tunnelled resume "
+      "recovers", b="patched+split")
+def t_tunnel_cut_postcopy_tls_split(a, b):
+    """The recovery's stream goes through virtproxyd to virtqemud on B, and
+    the feature query too."""
+    g = guest_busy(); g.start(a)
+    daemons = daemons_now(a, b)
+    cut_tunnelled_postcopy(a, b, g, transport="tls")
+    resume_tunnelled(a, b, g, daemons, transport="tls")
+
+
+@case("tunnelled --postcopy-resume patched -> stock is refused before anything changes",
+      b="stock")
+def t_tunnel_resume_to_stock(a, b):
+    """A failed (native) post-copy to a stock destination: the tunnelled
+    recovery is refused before anything changes.  (Stock 11.3.0 cannot be
+    the destination of any recovery: its Prepare crashes, patch 0005.)"""
+    g = guest_busy(); g.start(a)
+    daemons = daemons_now(a, b)
+    fail_native_postcopy(a, b, g)
+    states = (a.domstate(GNAME), b.domstate(GNAME))
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "postcopy-resume"])
-    check(rc != 0 and "post-copy recovery is not supported with tunnelled migration" in out,
-          "tunnelled resume: %s" % out.strip())
-    # Native recovery (QEMU connects directly) works and nothing was lost.
-    resume_natively(a, b, g)
+    check(rc != 0 and REFUSE_RECOVERY_DEST in out, "tunnelled resume: %s" % out.strip())
+    log("refused as expected: %s" % REFUSE_RECOVERY_DEST)
+    check_daemons(daemons)
+    check((a.domstate(GNAME), b.domstate(GNAME)) == states,
+          "the refusal changed the domain's state: %s -> %s" %
+          (states, (a.domstate(GNAME), b.domstate(GNAME))))
+
+
+def refused_recovery_of_native(a, b):
+    """A native post-copy (with preempt, which libvirt enables when both
+    QEMUs have it) failed; its tunnelled recovery is refused with the
+    reason, before anything changes, and a native resume recovers it."""
+    g = guest_busy(); g.start(a)
+    daemons = daemons_now(a, b)
+    fail_native_postcopy(a, b, g)
+    states = (a.domstate(GNAME), b.domstate(GNAME))
+    rc, out = try_resume(a, b, ["tunnelled"])
+    check(rc != 0 and REFUSE_RECOVERY_PREEMPT in out, "tunnelled resume: %s" % out.strip())
+    log("refused as expected: %s" % REFUSE_RECOVERY_PREEMPT)
+    check_daemons(daemons)
+    check((a.domstate(GNAME), b.domstate(GNAME)) == states,
+          "the refusal changed the domain's state: %s -> %s" %
+          (states, (a.domstate(GNAME), b.domstate(GNAME))))
+    resume_natively(a, b, g, daemons)
+
+
+@case("tunnelled --postcopy-resume of a native post-copy with preempt is refused; "
+      "native resume recovers")
+def t_tunnel_resume_preempt(a, b):
+    refused_recovery_of_native(a, b)
+
+
+@case("tunnelled --postcopy-resume stock -> patched: the destination refuses; native resume "
+      "recovers", a="stock")
+def t_tunnel_resume_from_stock(a, b):
+    """A stock source does not refuse a tunnelled recovery itself (11.3.0
+    checks only fresh migrations); the destination does."""
+    refused_recovery_of_native(a, b)
 
 
 @case("native postcopy recovery after domjobabort --postcopy (was: destination daemon crash)")

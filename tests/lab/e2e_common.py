@@ -283,8 +283,19 @@ def wait_postcopy_failed(a, b):
         log("state: A=%s B=%s" % (a.domstate(GNAME), b.domstate(GNAME)))
 
 
-def resume_natively(a, b, g, daemons=None):
-    """Recover a failed post-copy with a native resume; nothing may be lost.
+STILL_RUNNING = "QEMU reports migration is still running"
+RECOVER_HINT = ("waits for the post-copy migration to be recovered: repeat it with "
+                "VIR_MIGRATE_POSTCOPY_RESUME")
+REFUSE_RECOVERY_PREEMPT = ("was not tunnelled and may use post-copy preempt, which a tunnel "
+                           "cannot carry: recover it without VIR_MIGRATE_TUNNELLED")
+REFUSE_RECOVERY_DEST = ("destination libvirt does not support post-copy recovery with "
+                        "tunnelled migration")
+
+
+def try_resume(a, b, flags=(), dest=None, during=None, bandwidth=1000, transport="tcp",
+               api=False):
+    """Ask A to recover its failed post-copy (with flags, e.g. tunnelled).
+    Returns (rc, output) of the first try that is not refused as too early.
 
     libvirt marks a post-copy failed as soon as the migration API fails,
     which can be before QEMU itself noticed (its status is then still
@@ -294,18 +305,32 @@ def resume_natively(a, b, g, daemons=None):
     operator would, by trying again (bounded)."""
     deadline = time.monotonic() + 60
     while True:
-        rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-resume"],
-                          extra=["--postcopy-bandwidth", "1000"])
-        if rc == 0 or "QEMU reports migration is still running" not in out \
-                or time.monotonic() > deadline:
-            break
+        rc, out = migrate(a, b, ["live", "p2p"] + list(flags) + ["postcopy", "postcopy-resume"],
+                          transport=transport, dest=dest, during=during, api=api,
+                          extra=["--postcopy-bandwidth", str(bandwidth)])
+        if rc == 0 or STILL_RUNNING not in out or time.monotonic() > deadline:
+            return rc, out
         log("QEMU has not paused the failed post-copy yet; trying again")
         time.sleep(1)
+
+
+def resume_natively(a, b, g, daemons=None):
+    """Recover a failed post-copy with a native resume; nothing may be lost."""
+    rc, out = try_resume(a, b)
     if daemons:
         check_daemons(daemons)
     check(rc == 0, "native post-copy recovery failed: %s" % out)
     verify_migrated(a, b, g, postcopy=True)
 
+
+def resume_tunnelled(a, b, g, daemons=None, transport="tcp", api=False):
+    """Recover a failed post-copy through the tunnel (with api, through
+    virDomainMigrateToURI3 as management software does); nothing may be lost."""
+    rc, out = try_resume(a, b, ["tunnelled"], transport=transport, api=api)
+    if daemons:
+        check_daemons(daemons)
+    check(rc == 0, "tunnelled post-copy recovery failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True)
 
 
 def open_tunnel(host, readonly=False, target=None, kind="nbd"):

@@ -494,8 +494,11 @@ class LinkProxy(Forwarder):
     """A TCP forwarder on loopback standing in for the network between two
     hosts, so a test can cut the link in the middle of a migration."""
 
-    def __init__(self, target_host, target_port=16509, max_conns=16):
+    def __init__(self, target_host, target_port=16509, max_conns=16, transport="tcp"):
         import socket
+        self.transport = transport
+        if transport == "tls" and target_port == 16509:
+            target_port = 16514
         self.target = (target_host, target_port)
         lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lsock.bind(("127.0.0.1", 0))
@@ -513,6 +516,9 @@ class LinkProxy(Forwarder):
         return self.closed
 
     def uri(self):
+        if self.transport == "tls":
+            # the certificate names the host, not the proxy's address
+            return "qemu+tls://127.0.0.1:%d/system?no_verify=1" % self.port
         return "qemu+tcp://127.0.0.1:%d/system" % self.port
 
     def cut(self):

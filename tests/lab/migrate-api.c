@@ -3,11 +3,12 @@
  * parameters, the way management software (nova, python3-libvirt) does.
  *
  *   migrate-api SRC_URI DOMAIN DEST_URI [options]
- *     --flag NAME          live, p2p, tunnelled, postcopy, copy-storage-all,
- *                          copy-storage-inc, tls, persistent, undefinesource,
- *                          abort-on-error, unsafe
+ *     --flag NAME          live, p2p, tunnelled, postcopy, postcopy-resume,
+ *                          copy-storage-all, copy-storage-inc, tls, persistent,
+ *                          undefinesource, abort-on-error, unsafe
  *     --disk TARGET        add a VIR_MIGRATE_PARAM_MIGRATE_DISKS entry
  *     --bandwidth MIB      VIR_MIGRATE_PARAM_BANDWIDTH
+ *     --postcopy-bandwidth MIB  VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY
  *     --dname NAME         VIR_MIGRATE_PARAM_DEST_NAME
  *
  * Prints "migrate-api: OK" or "migrate-api: ERROR: <libvirt message>" and
@@ -26,6 +27,7 @@ static const struct {
     { "p2p", VIR_MIGRATE_PEER2PEER },
     { "tunnelled", VIR_MIGRATE_TUNNELLED },
     { "postcopy", VIR_MIGRATE_POSTCOPY },
+    { "postcopy-resume", VIR_MIGRATE_POSTCOPY_RESUME },
     { "copy-storage-all", VIR_MIGRATE_NON_SHARED_DISK },
     { "copy-storage-inc", VIR_MIGRATE_NON_SHARED_INC },
     { "tls", VIR_MIGRATE_TLS },
@@ -74,6 +76,11 @@ main(int argc, char **argv)
         } else if (strcmp(opt, "--bandwidth") == 0) {
             if (virTypedParamsAddULLong(&params, &nparams, &maxparams,
                                         VIR_MIGRATE_PARAM_BANDWIDTH,
+                                        strtoull(val, NULL, 10)) < 0)
+                fail("params");
+        } else if (strcmp(opt, "--postcopy-bandwidth") == 0) {
+            if (virTypedParamsAddULLong(&params, &nparams, &maxparams,
+                                        VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY,
                                         strtoull(val, NULL, 10)) < 0)
                 fail("params");
         } else if (strcmp(opt, "--dname") == 0) {
