@@ -2,7 +2,7 @@
 
 from labpy import LinkProxy
 from e2e_common import (GNAME, RECOVER_HINT, REFUSE_POSTCOPY, REFUSE_POSTCOPY_DEST,
-                         REFUSE_RECOVERY_DEST, REFUSE_RECOVERY_PREEMPT, case, check,
+                         REFUSE_RECOVERY_DEST, REFUSE_RECOVERY_NATIVE, case, check,
                          check_daemons, daemons_now, guest_busy, log, mib_processed, migrate,
                          resume_natively, resume_tunnelled, try_resume, tunnel_postcopy,
                          verify_migrated, verify_refused, wait_for, wait_guest_on,
@@ -187,16 +187,17 @@ def t_tunnel_resume_to_stock(a, b):
 
 
 def refused_recovery_of_native(a, b):
-    """A native post-copy (with preempt, which libvirt enables when both
-    QEMUs have it) failed; its tunnelled recovery is refused with the
-    reason, before anything changes, and a native resume recovers it."""
+    """A native post-copy (which may use preempt, enabled when both QEMUs
+    have it) failed; its tunnelled recovery is refused with the reason,
+    before anything changes, and a native resume recovers it."""
     g = guest_busy(); g.start(a)
     daemons = daemons_now(a, b)
     fail_native_postcopy(a, b, g)
     states = (a.domstate(GNAME), b.domstate(GNAME))
     rc, out = try_resume(a, b, ["tunnelled"])
-    check(rc != 0 and REFUSE_RECOVERY_PREEMPT in out, "tunnelled resume: %s" % out.strip())
-    log("refused as expected: %s" % REFUSE_RECOVERY_PREEMPT)
+    check(rc != 0 and REFUSE_RECOVERY_NATIVE in out, "tunnelled resume: %s" % out.strip())
+    check(RECOVER_HINT not in out, "a refusal also says to repeat the recovery: %s" % out.strip())
+    log("refused as expected: %s" % REFUSE_RECOVERY_NATIVE)
     check_daemons(daemons)
     check((a.domstate(GNAME), b.domstate(GNAME)) == states,
           "the refusal changed the domain's state: %s -> %s" %
@@ -204,8 +205,7 @@ def refused_recovery_of_native(a, b):
     resume_natively(a, b, g, daemons)
 
 
-@case("tunnelled --postcopy-resume of a native post-copy with preempt is refused; "
-      "native resume recovers")
+@case("tunnelled --postcopy-resume of a native post-copy is refused; native resume recovers")
 def t_tunnel_resume_preempt(a, b):
     refused_recovery_of_native(a, b)
 

@@ -286,8 +286,8 @@ def wait_postcopy_failed(a, b):
 STILL_RUNNING = "QEMU reports migration is still running"
 RECOVER_HINT = ("waits for the post-copy migration to be recovered: repeat it with "
                 "VIR_MIGRATE_POSTCOPY_RESUME")
-REFUSE_RECOVERY_PREEMPT = ("was not tunnelled and may use post-copy preempt, which a tunnel "
-                           "cannot carry: recover it without VIR_MIGRATE_TUNNELLED")
+REFUSE_RECOVERY_NATIVE = ("post-copy migration of domain 'lab-guest' was not tunnelled: "
+                          "recover it without VIR_MIGRATE_TUNNELLED")
 REFUSE_RECOVERY_DEST = ("destination libvirt does not support post-copy recovery with "
                         "tunnelled migration")
 
