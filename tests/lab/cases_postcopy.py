@@ -167,6 +167,18 @@ def t_tunnel_cut_postcopy_tls_split(a, b):
     resume_tunnelled(a, b, g, daemons, transport="tls")
 
 
+def check_recovery_refused(a, b, rc, out, message, states, daemons):
+    """A refused recovery: its own error, without the recovery hint, no
+    daemon died, and both sides in the states they were in before."""
+    check(rc != 0 and message in out, "tunnelled resume: %s" % out.strip())
+    check(RECOVER_HINT not in out, "a refusal also says to repeat the recovery: %s" % out.strip())
+    log("refused as expected: %s" % message)
+    check_daemons(daemons)
+    check((a.domstate(GNAME), b.domstate(GNAME)) == states,
+          "the refusal changed the domain's state: %s -> %s" %
+          (states, (a.domstate(GNAME), b.domstate(GNAME))))
+
+
 @case("tunnelled --postcopy-resume patched -> stock is refused before anything changes",
       b="stock")
 def t_tunnel_resume_to_stock(a, b):
@@ -178,12 +190,7 @@ def t_tunnel_resume_to_stock(a, b):
     fail_native_postcopy(a, b, g)
     states = (a.domstate(GNAME), b.domstate(GNAME))
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "postcopy-resume"])
-    check(rc != 0 and REFUSE_RECOVERY_DEST in out, "tunnelled resume: %s" % out.strip())
-    log("refused as expected: %s" % REFUSE_RECOVERY_DEST)
-    check_daemons(daemons)
-    check((a.domstate(GNAME), b.domstate(GNAME)) == states,
-          "the refusal changed the domain's state: %s -> %s" %
-          (states, (a.domstate(GNAME), b.domstate(GNAME))))
+    check_recovery_refused(a, b, rc, out, REFUSE_RECOVERY_DEST, states, daemons)
 
 
 def refused_recovery_of_native(a, b):
@@ -195,13 +202,7 @@ def refused_recovery_of_native(a, b):
     fail_native_postcopy(a, b, g)
     states = (a.domstate(GNAME), b.domstate(GNAME))
     rc, out = try_resume(a, b, ["tunnelled"])
-    check(rc != 0 and REFUSE_RECOVERY_NATIVE in out, "tunnelled resume: %s" % out.strip())
-    check(RECOVER_HINT not in out, "a refusal also says to repeat the recovery: %s" % out.strip())
-    log("refused as expected: %s" % REFUSE_RECOVERY_NATIVE)
-    check_daemons(daemons)
-    check((a.domstate(GNAME), b.domstate(GNAME)) == states,
-          "the refusal changed the domain's state: %s -> %s" %
-          (states, (a.domstate(GNAME), b.domstate(GNAME))))
+    check_recovery_refused(a, b, rc, out, REFUSE_RECOVERY_NATIVE, states, daemons)
     resume_natively(a, b, g, daemons)
 
 
@@ -222,15 +223,5 @@ def t_tunnel_resume_from_stock(a, b):
 def t_native_postcopy_resume(a, b):
     g = guest_busy(); g.start(a)
     daemons = daemons_now(a, b)
-
-    def pause(proc):
-        wait_postcopy_switch(a, proc)
-        wait_guest_on(b, g, proc)
-        p = a.virsh("domjobabort", "--postcopy", GNAME, check_rc=False)
-        log("$ virsh domjobabort --postcopy %s -> rc %d %s" % (GNAME, p.returncode,
-                                                               p.stderr.strip()))
-    rc, out = migrate(a, b, ["live", "p2p", "postcopy"], switch_postcopy=True, during=pause,
-                      extra=["--bandwidth", "8", "--postcopy-bandwidth", "4"], timeout=120)
-    check(rc != 0, "migration was not interrupted")
-    wait_postcopy_failed(a, b)
+    fail_native_postcopy(a, b, g)
     resume_natively(a, b, g, daemons)
