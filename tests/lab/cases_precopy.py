@@ -1,8 +1,10 @@
-"""Lab cases: pre-copy migration, native and tunnelled, and its refusals."""
+"""Lab cases: pre-copy migration, native and tunnelled, and its refusals;
+what a host's capabilities say its tunnelled migration can carry."""
 import os
+import xml.etree.ElementTree as ET
 
 from e2e_common import (Guest, LAB, REFUSE_TUNNEL_TLS, case, check, daemons_now, guest_nodisk,
-                         migrate, verify_migrated, verify_refused)
+                         log, migrate, verify_migrated, verify_refused)
 
 
 @case("native precopy")
@@ -94,3 +96,32 @@ def t_tunnel_prepare_fail_split(a, b):
     verify_refused(a, b, g, rc, out, "already exists", daemons)
     check(b.domstate("lab-other") == "shut off (unknown)", "B's own domain was disturbed: %r"
           % b.domstate("lab-other"))
+
+
+TUNNELLED_FEATURES = ["postcopy", "storage", "postcopy_resume"]
+
+
+def tunnelled_features(host):
+    """What `virsh capabilities` on `host` says its tunnelled migration can
+    carry (<migration_features><tunnelled>), or None without the element."""
+    caps = ET.fromstring(host.virsh("capabilities", timeout=60).stdout)
+    mf = caps.find("./host/migration_features")
+    check(mf is not None and mf.find("live") is not None,
+          "%s's capabilities have no live migration feature" % host.name)
+    tun = mf.find("tunnelled")
+    return None if tun is None else [e.tag for e in tun]
+
+
+@case("capabilities list what tunnelled migration carries: patched (split daemons) yes, stock no",
+      a="patched+split", b="stock")
+def t_capabilities_tunnelled(a, b):
+    """A management application (nova) enables tunnelled post-copy and
+    storage only between hosts that both list them: a patched host lists
+    all three, through virtproxyd too; a stock 11.3.0 host lists nothing."""
+    got = tunnelled_features(a)
+    log("A (patched, split) lists: %s" % got)
+    check(got == TUNNELLED_FEATURES,
+          "patched host lists %s, expected %s" % (got, TUNNELLED_FEATURES))
+    got = tunnelled_features(b)
+    log("B (stock) lists: %s" % got)
+    check(got is None, "stock host lists tunnelled features %s" % got)
