@@ -4,6 +4,9 @@
 # Build: what libvirt 11.3.0 needs for the features we configure.
 # Lab:   QEMU 10.0 (bookworm-backports), busybox-static, TLS tooling.
 #
+# Nova:  Debian 12's python3-nova (nova 26.2.2) with its dependencies, and
+#        what its unit tests need (scripts/nova-tests.sh).
+#
 # QEMU comes from bookworm-backports: Debian 12's QEMU 7.2 loses guest
 # writes during TCG live migration.  We add a bookworm-backports *binary*
 # entry (same release, backports suite) and pin it low, so only packages
@@ -22,6 +25,11 @@ LAB_PKGS=(
     gnutls-bin busybox-static cpio iproute2 util-linux socat
     procps psmisc python3-matplotlib acl
 )
+NOVA_PKGS=(
+    python3-nova python3-stestr subunit python3-oslotest python3-fixtures
+    python3-testtools python3-testscenarios python3-testresources
+    python3-ddt python3-requests-mock python3-wsgi-intercept
+)
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 BPO_LIST=/etc/apt/sources.list.d/libvirt-tunnel-bpo.sources
 BPO_PREF=/etc/apt/preferences.d/libvirt-tunnel-bpo
@@ -31,7 +39,7 @@ die() { echo "deps: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get install)"
 
 missing=()
-for p in "${BUILD_PKGS[@]}" "${LAB_PKGS[@]}"; do
+for p in "${BUILD_PKGS[@]}" "${LAB_PKGS[@]}" "${NOVA_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 qemu_ok=0
