@@ -141,19 +141,36 @@ def t_tunnel_cut_postcopy_twice(a, b):
     resume_tunnelled(a, b, g, daemons)
 
 
-def fail_native_postcopy(a, b, g):
-    """A native post-copy migration failed with domjobabort --postcopy once
-    the guest runs on B; both sides wait for recovery."""
+def pause_postcopy(a, b, g, tunnelled=False):
+    """A post-copy migration paused with domjobabort --postcopy on the
+    source once the guest runs on B; both sides wait for recovery."""
     def pause(proc):
         wait_postcopy_switch(a, proc)
         wait_guest_on(b, g, proc)
-        p = a.virsh("domjobabort", "--postcopy", GNAME, check_rc=False)
+        p = a.virsh("domjobabort", "--postcopy", GNAME, check_rc=False, timeout=30)
         log("$ virsh domjobabort --postcopy %s -> rc %d %s" % (GNAME, p.returncode,
                                                                p.stderr.strip()))
-    rc, out = migrate(a, b, ["live", "p2p", "postcopy"], switch_postcopy=True, during=pause,
+        check(p.returncode == 0, "domjobabort --postcopy failed: %s" % p.stderr.strip())
+    flags = ["live", "p2p"] + (["tunnelled"] if tunnelled else []) + ["postcopy"]
+    rc, out = migrate(a, b, flags, switch_postcopy=True, during=pause,
                       extra=["--bandwidth", "8", "--postcopy-bandwidth", "4"], timeout=120)
     check(rc != 0, "migration was not interrupted")
+    log("error: %s" % out.strip().splitlines()[-1])
+    if tunnelled:
+        check(RECOVER_HINT in out, "the error does not say how to recover the domain: %s" % out)
     wait_postcopy_failed(a, b)
+
+
+@case("tunnelled postcopy: domjobabort --postcopy on the source pauses it on both hosts; "
+      "tunnelled resume recovers")
+def t_tunnel_pause_postcopy(a, b):
+    """The source's QEMU cannot shut down a migration channel it got as a
+    file descriptor, so libvirt breaks the tunnel itself: the destination
+    must notice at once, not wait for pages forever."""
+    g = guest_busy(); g.start(a)
+    daemons = daemons_now(a, b)
+    pause_postcopy(a, b, g, tunnelled=True)
+    resume_tunnelled(a, b, g, daemons)
 
 
 @case("tunnelled postcopy over qemu+tls, split destination: link cut; tunnelled resume "
@@ -187,7 +204,7 @@ def t_tunnel_resume_to_stock(a, b):
     the destination of any recovery: its Prepare crashes, patch 0005.)"""
     g = guest_busy(); g.start(a)
     daemons = daemons_now(a, b)
-    fail_native_postcopy(a, b, g)
+    pause_postcopy(a, b, g)
     states = (a.domstate(GNAME), b.domstate(GNAME))
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "postcopy-resume"])
     check_recovery_refused(a, b, rc, out, REFUSE_RECOVERY_DEST, states, daemons)
@@ -199,7 +216,7 @@ def refused_recovery_of_native(a, b):
     before anything changes, and a native resume recovers it."""
     g = guest_busy(); g.start(a)
     daemons = daemons_now(a, b)
-    fail_native_postcopy(a, b, g)
+    pause_postcopy(a, b, g)
     states = (a.domstate(GNAME), b.domstate(GNAME))
     rc, out = try_resume(a, b, ["tunnelled"])
     check_recovery_refused(a, b, rc, out, REFUSE_RECOVERY_NATIVE, states, daemons)
@@ -223,5 +240,5 @@ def t_tunnel_resume_from_stock(a, b):
 def t_native_postcopy_resume(a, b):
     g = guest_busy(); g.start(a)
     daemons = daemons_now(a, b)
-    fail_native_postcopy(a, b, g)
+    pause_postcopy(a, b, g)
     resume_natively(a, b, g, daemons)
