@@ -33,7 +33,7 @@ step() {  # step LABEL
 from=${FROM:-1}
 [[ $from =~ ^[1-9][0-9]*$ ]] || die "FROM must be a patch number, not '$from'"
 [ "$from" = 1 ] && step "v11.3.0"
-n=0 steps=0 total=$(find "$PATCH_DIR" -name '*.patch' | wc -l)
+n=0 steps=0 total=$(find "$PATCH_DIR" -maxdepth 1 -name '*.patch' | wc -l)
 for p in "$PATCH_DIR"/*.patch; do
     [ -e "$p" ] || continue
     n=$((n + 1))

@@ -28,7 +28,7 @@ for f in "$tmp"/*.patch; do
         cp "$f" "$dst"; changed=$((changed + 1)); echo "wrote $(basename "$f")"
     fi
 done
-n=$(find "$PATCH_DIR" -name '*.patch' | wc -l)
+n=$(find "$PATCH_DIR" -maxdepth 1 -name '*.patch' | wc -l)
 echo "series: $n patches, $changed files changed"
 # The tree now matches patches/.
 [ -n "${LVT_PATCH_DIR:-}" ] || echo "$(lv_series_hash) $(git rev-parse HEAD)" > "$BUILD_DIR/.tree-stamp"
