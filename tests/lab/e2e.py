@@ -34,10 +34,10 @@ from labpy import LAB, Failure, Host, SHARED, TOP, run  # noqa: E402
 from e2e_common import CASES, build_helpers  # noqa: E402
 # importing a module registers its cases, in the order they run
 import cases_precopy, cases_postcopy, cases_storage, cases_rpc  # noqa: E402
-import cases_faults, cases_peers  # noqa: E402
+import cases_faults, cases_peers, cases_nova  # noqa: E402
 
 CASE_MODULES = (cases_precopy, cases_postcopy, cases_storage, cases_rpc, cases_faults,
-                cases_peers)
+                cases_peers, cases_nova)
 
 
 # ---------------------------------------------------------------- runner

@@ -96,12 +96,21 @@ def migrate(a, b, flags, transport="tcp", api=False, switch_postcopy=False,
     return proc.returncode, out
 
 
-def verify_migrated(a, b, g, postcopy=False, storage=None):
-    """The full set of checks after a successful migration."""
+def verify_migrated(a, b, g, postcopy=False, storage=None, source_stats=None):
+    """The full set of checks after a successful migration.
+
+    source_stats: the source's completed job statistics (as `domjobinfo
+    --completed` prints them) for a migration that undefined the source
+    domain (VIR_MIGRATE_UNDEFINE_SOURCE, as nova migrates): A must then have
+    no such domain any more."""
     # Domain state and reason on both hosts.
     sa, sb = a.domstate(GNAME), b.domstate(GNAME)
     log("state: A=%s B=%s" % (sa, sb))
-    check(sa == "shut off (migrated)", "source state is %r, expected 'shut off (migrated)'" % sa)
+    if source_stats is not None:
+        check(sa is None, "source state is %r, expected no domain (undefined)" % sa)
+    else:
+        check(sa == "shut off (migrated)",
+              "source state is %r, expected 'shut off (migrated)'" % sa)
     check(sb in ("running (migrated)", "running (post-copy)"),
           "destination state is %r" % sb)
     check(not a.qemu_pids(), "a QEMU is still running on the source")
@@ -114,7 +123,7 @@ def verify_migrated(a, b, g, postcopy=False, storage=None):
         {k: (v["seq"], v["err"]) for k, v in last["disks"].items()}))
     check(stats[-1]["gen"] >= 1, "memory workload made no pass on B")
     # Job statistics, from both ends.
-    src = jobinfo(a, GNAME)
+    src = jobinfo(a, GNAME) if source_stats is None else source_stats
     dst = jobinfo(b, GNAME)
     check(src.get("Job type") == "Completed", "source job stats: %r" % src.get("Job type"))
     check(src.get("Operation") == "Outgoing migration", "source job operation %r" % src.get("Operation"))
