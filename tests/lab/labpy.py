@@ -100,9 +100,15 @@ class Host:
             return self.uri("tls") + "?pkipath=" + CLIENT_PKI
         return self.uri("tcp")
 
-    def virsh(self, *args, timeout=600, check_rc=True):
-        return run([VIRSH, "-q", "-c", self.client_uri()] + list(args),
-                   timeout=timeout, check_rc=check_rc)
+    def virsh(self, *args, timeout=120, check_rc=True):
+        """Every call has its own deadline, so that a hung daemon fails its
+        case quickly and says so, rather than holding up the run."""
+        try:
+            return run([VIRSH, "-q", "-c", self.client_uri()] + list(args),
+                       timeout=timeout, check_rc=check_rc)
+        except subprocess.TimeoutExpired:
+            raise Failure("%s's daemon did not answer `virsh %s` within %d s"
+                          % (self.name, " ".join(args[:2]), timeout))
 
     def daemon_log(self):
         """The text of this host's daemon logs (debug for migration)."""
