@@ -4,7 +4,7 @@ SHELL := /bin/bash
 S := scripts
 
 .PHONY: help deps source tree build stock series check check-series check-faults \
-        unit-tests lab-tests nova-tests guest demo bench profile clean distclean
+        unit-tests lab-tests nova-tests deb guest demo bench profile clean distclean
 
 help:
 	@echo "make deps          install Debian packages (build + lab), idempotent"
@@ -16,6 +16,7 @@ help:
 	@echo "make check-series  every patch in order builds and passes the unit tests (FROM=N: from patch N)"
 	@echo "make check-faults  the lab's heavy fault cases, which make check leaves out"
 	@echo "make nova-tests    patches/nova/ on Debian's python3-nova, and its unit tests"
+	@echo "make deb           Debian packages (build/debs/) that install over Debian's libvirt 11.3.0"
 	@echo "make demo          the headline migration between two lab hosts"
 	@echo "make bench         tunnelled vs native migration benchmark"
 	@echo "make profile       the benchmark with perf on every daemon (docs/performance.md)"
@@ -53,6 +54,9 @@ unit-tests:
 lab-tests:
 	@$(S)/run-tests.sh --lab-only
 
+deb:
+	@$(S)/deps.sh && $(MAKE) --no-print-directory tree && $(S)/deb.sh
+
 nova-tests:
 	@$(S)/deps.sh && $(S)/nova-tests.sh
 
@@ -73,7 +77,7 @@ profile:
 	    BENCH_MODES=$${BENCH_MODES:-native-tcp,tunnel-tcp,native-tls,tunnel-tls} bench/bench.py
 
 clean:
-	rm -rf build/obj build/obj-stock build/install build/install-stock build/lab build/guest build/nova-test
+	rm -rf build/obj build/obj-stock build/obj-deb build/install build/install-stock build/deb build/debs build/lab build/guest build/nova-test
 
 distclean:
 	rm -rf build

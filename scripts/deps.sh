@@ -4,6 +4,8 @@
 # Build: what libvirt 11.3.0 needs for the features we configure.
 # Lab:   QEMU 10.0 (bookworm-backports), busybox-static, TLS tooling.
 #
+# Deb:   what make deb needs to build with Debian's configuration.
+#
 # Nova:  Debian 12's python3-nova (nova 26.2.2) with its dependencies, and
 #        what its unit tests need (scripts/nova-tests.sh).
 #
@@ -30,6 +32,16 @@ NOVA_PKGS=(
     python3-testtools python3-testscenarios python3-testresources
     python3-ddt python3-requests-mock python3-wsgi-intercept
 )
+# make deb: what Debian's libvirt 11.3.0 Build-Depends names for amd64
+# (the Sources index), beyond the build packages above.
+DEB_PKGS=(
+    bash-completion kmod libacl1-dev libapparmor-dev libattr1-dev libaudit-dev
+    libblkid-dev libbsd-dev libcurl4-gnutls-dev libdevmapper-dev libfuse3-dev
+    libglusterfs-dev libiscsi-dev libnuma-dev libparted-dev libpcap0.8-dev
+    libpciaccess-dev librados-dev librbd-dev libsanlock-dev libsasl2-dev
+    libselinux1-dev libssh-dev libssh2-1-dev libtasn1-6-dev libudev-dev
+    libwireshark-dev libxen-dev lvm2 mount numad open-iscsi systemtap-sdt-dev
+)
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 BPO_LIST=/etc/apt/sources.list.d/libvirt-tunnel-bpo.sources
 BPO_PREF=/etc/apt/preferences.d/libvirt-tunnel-bpo
@@ -39,7 +51,7 @@ die() { echo "deps: error: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get install)"
 
 missing=()
-for p in "${BUILD_PKGS[@]}" "${LAB_PKGS[@]}" "${NOVA_PKGS[@]}"; do
+for p in "${BUILD_PKGS[@]}" "${LAB_PKGS[@]}" "${NOVA_PKGS[@]}" "${DEB_PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 qemu_ok=0
