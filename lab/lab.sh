@@ -2,8 +2,10 @@
 # The two-host (N-host) lab: independent libvirt hosts on one machine.
 #
 #   lab.sh pki                          generate the TLS PKI (once)
-#   lab.sh start NAME N [--stock] [--split]
+#   lab.sh start NAME N [--stock] [--split] [--packaged]
 #                                       start host NAME at 127.0.0.(N+1)
+#                                       (--packaged: Debian's packages, then
+#                                       make deb's over them, run from /usr)
 #   lab.sh stop NAME | stop-all         kill everything a host started
 #   lab.sh restart NAME [--kill]        restart a host's libvirt daemons
 #                                       (SIGTERM, or SIGKILL as a crash)
@@ -19,6 +21,12 @@
 #
 # QEMU runs unprivileged, as user libvirt-qemu and group kvm under libvirt's
 # DAC security driver with dynamic ownership, as Debian runs it.
+#
+# A --packaged host is a throw-away Debian system instead: an overlay of this
+# machine's root (changes go to a tmpfs), in which apt installs Debian's
+# libvirt 11.3.0 packages and then upgrades them to build/debs/ (make deb)
+# as an operator would, and whose libvirtd and virtlogd run from /usr with
+# Debian's configuration plus the lab's listen, identity and PKI settings.
 # Environment:
 #   LAB_QEMU_ROOT=1     QEMU as root with no security driver (debugging only)
 #   LAB_LOG_FILTERS     the daemons' log_filters (default: debug for migration)
@@ -125,9 +133,110 @@ cmd_pki() {
 
 host_uuid() { printf '%s' "$1" | md5sum | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'; }
 
+# The packages of a --packaged host: libvirt-daemon-system, libvirt-clients
+# and what they need of the same source, as files from directory $1.
+packaged_debs() {  # packaged_debs DIR
+    local dir=$1 todo=(libvirt-daemon-system libvirt-clients) seen=" " p f dep
+    while [ ${#todo[@]} -gt 0 ]; do
+        p=${todo[0]}; todo=("${todo[@]:1}")
+        case $seen in *" $p "*) continue ;; esac
+        seen="$seen$p "
+        f=$(find "$dir" -maxdepth 1 -name "${p}_*.deb" | head -1)
+        [ -n "$f" ] || die "lab: no $p package in $dir"
+        echo "$f"
+        for dep in $(dpkg-deb -f "$f" Pre-Depends Depends |
+                     grep -oE '(^|[ ,|])libvirt[a-z0-9-]*( \(= )' | grep -oE 'libvirt[a-z0-9-]*'); do
+            todo+=("$dep")
+        done
+    done
+}
+
+# init.sh of a --packaged host: runs as PID 1's child in its namespaces.
+packaged_init() {  # packaged_init NAME ADDR H
+    local name=$1 addr=$2 H=$3 R=$3/root
+    local debian ours uuid
+    debian=$(packaged_debs "$CACHE_DIR/debian-11.3.0-2~bpo12+1" | tr '\n' ' ')
+    ours=$(packaged_debs "$BUILD_DIR/debs" | tr '\n' ' ')
+    uuid=$(host_uuid "$name")
+    cat <<EOS
+#!/bin/bash
+set -euo pipefail
+exec >> "$H/ns.log" 2>&1
+# The host's root: this machine's, with every change kept in memory.
+mkdir -p "$H/ovl" "$R"
+mount -t tmpfs -o size=4g lab-$name "$H/ovl"
+mkdir -p "$H/ovl/upper" "$H/ovl/work"
+mount -t overlay lab-$name -o lowerdir=/,upperdir="$H/ovl/upper",workdir="$H/ovl/work" "$R"
+mount --rbind /dev "$R/dev"
+mount --bind /proc "$R/proc"
+mount --rbind /sys "$R/sys"
+# The lab's files (guests, disks, packages) are the real ones.
+mount --bind "$BUILD_DIR" "$R$BUILD_DIR"
+mount --bind "$H/private" "$R$PRIVATE"
+mount --bind "$H/private" "$PRIVATE"   # for the lab's checks (nsenter)
+mount --bind "$H/hosts" "$R/etc/hosts"
+hostname "$name"
+# No service starts while apt runs, as in a chroot.
+printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
+chmod 755 "$R/usr/sbin/policy-rc.d"
+inroot() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "\$@"; }
+echo "== Debian's libvirt packages"
+timeout 600 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends $debian > "$H/apt-debian.log" 2>&1
+inroot dpkg-query -W -f '\${db:Status-Status} \${Package} \${Version}\n' 'libvirt*' |
+    awk '\$1 == "installed" {print \$2, \$3}' > "$H/dpkg-debian.txt"
+echo "== make deb's packages over them"
+timeout 600 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends $ours > "$H/apt-ours.log" 2>&1
+inroot dpkg-query -W -f '\${db:Status-Status} \${Package} \${Version}\n' 'libvirt*' |
+    awk '\$1 == "installed" {print \$2, \$3}' > "$H/dpkg-ours.txt"
+rm -f "$R/usr/sbin/policy-rc.d"
+# The lab's identity, addresses and PKI on top of Debian's configuration.
+mkdir -p "$R/etc/pki/CA" "$R/etc/pki/libvirt/private" "$R/etc/pki/qemu"
+cp "$PKI/cacert.pem" "$R/etc/pki/CA/cacert.pem"
+cp "$PKI/hostcert.pem" "$R/etc/pki/libvirt/servercert.pem"
+cp "$PKI/hostkey.pem" "$R/etc/pki/libvirt/private/serverkey.pem"
+cp "$PKI/hostcert.pem" "$R/etc/pki/libvirt/clientcert.pem"
+cp "$PKI/hostkey.pem" "$R/etc/pki/libvirt/private/clientkey.pem"
+mkdir -p "$H/var/log/libvirt"
+mount --bind "$H/var/log/libvirt" "$R/var/log/libvirt"
+cat >> "$R/etc/libvirt/libvirtd.conf" <<EOC
+
+# --- lab host $name ---
+host_uuid = "$uuid"
+log_filters = "${LAB_LOG_FILTERS:-"1:qemu.qemu_migration 1:qemu.qemu_migration_tunnel 3:qemu.qemu_monitor 2:remote 2:qemu 3:util 3:rpc 3:conf 3:event"}"
+log_outputs = "1:file:/var/log/libvirt/libvirtd.log"
+listen_tcp = 1
+listen_tls = 1
+listen_addr = "$addr"
+auth_tcp = "none"
+auth_tls = "none"
+EOC
+# Only what these nested hosts lack (cgroups, mount namespaces) and the
+# host's addresses: QEMU stays as Debian configures it (libvirt-qemu, DAC).
+cat >> "$R/etc/libvirt/qemu.conf" <<EOC
+
+# --- lab host $name ---
+cgroup_controllers = [ ]
+namespaces = [ ]
+migration_address = "$addr"
+migration_host = "$addr"
+shared_filesystems = [ "$SHARED" ]
+EOC
+EOS
+    # Inside the namespace, at start and by 'lab.sh restart'.
+    cat > "$H/daemons.sh" <<EOS
+#!/bin/bash
+set -e
+cd /
+pgrep -x virtlogd >/dev/null || chroot "$R" /usr/sbin/virtlogd -d
+chroot "$R" /usr/sbin/libvirtd -d --listen
+EOS
+}
+
 cmd_start() {
     local name=$1 idx=$2; shift 2
-    local stock=0 split=0
+    local stock=0 split=0 packaged=0
     # LAB_VALGRIND=1: a patched monolithic libvirtd runs under valgrind
     # (leak report in build/lab/hosts/NAME/valgrind-PID.log on stop).
     local vg=${LAB_VALGRIND:-}
@@ -135,10 +244,15 @@ cmd_start() {
         case $a in
         --stock) stock=1 ;;
         --split) split=1 ;;
+        --packaged) packaged=1 ;;
         *) die "lab: unknown option $a" ;;
         esac
     done
     lab_prepare
+    if [ $packaged = 1 ]; then
+        start_packaged "$name" "$idx"
+        return
+    fi
     local P=$PREFIX
     [ $stock = 1 ] && P=$STOCK_PREFIX && vg=""
     [ -x "$P/sbin/libvirtd" ] || die "lab: no libvirt install in $P (run 'make build' / 'make stock')"
@@ -265,10 +379,53 @@ EOS
     echo "lab: host $name up at $addr ($( [ $stock = 1 ] && echo stock || echo patched ), $( [ $split = 1 ] && echo split || echo monolithic ))"
 }
 
+start_packaged() {
+    local name=$1 idx=$2 H=$HOSTS/$1 addr
+    addr=$(host_addr "$idx")
+    compgen -G "$BUILD_DIR/debs/*.deb" >/dev/null || die "lab: no packages in $BUILD_DIR/debs (run 'make deb')"
+    compgen -G "$CACHE_DIR/debian-11.3.0-2~bpo12+1/*.deb" >/dev/null ||
+        die "lab: Debian's packages are not in $CACHE_DIR (run 'make deb')"
+    [ -f "$H/pid" ] && kill -0 "$(cat "$H/pid")" 2>/dev/null && die "lab: host $name is already running"
+    rm -rf "$H"
+    mkdir -p "$H/private" "$H/var/log/libvirt"
+    {
+        echo "127.0.0.1 localhost"
+        local i
+        for i in $(seq 1 8); do echo "$(host_addr "$i") lab$i"; done
+    } > "$H/hosts"
+    echo "$name" > "$H/hostname"
+    echo /usr > "$H/prefix"
+    echo "$addr" > "$H/addr"
+    echo 0 > "$H/split"
+    echo 0 > "$H/stock"
+    echo 1 > "$H/packaged"
+    packaged_init "$name" "$addr" "$H" > "$H/init.sh"
+    echo "exec \"$H/daemons.sh\"" >> "$H/init.sh"
+    chmod +x "$H/init.sh" "$H/daemons.sh"
+    setsid unshare --mount --uts --pid --fork --mount-proc --propagation private \
+        "$NSINIT" "$H/init.sh" > "$H/nsinit.log" 2>&1 < /dev/null &
+    local upid=$! nspid="" i
+    for i in $(seq 1 50); do
+        nspid=$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | awk '{print $1}')
+        [ -n "$nspid" ] && break
+        sleep 0.1
+    done
+    [ -n "$nspid" ] || die "lab: host $name did not start (see $H/nsinit.log)"
+    echo "$nspid" > "$H/pid"
+    # apt installs twice before the daemon starts: allow minutes.
+    if ! wait_up "$name" 4000; then
+        tail -20 "$H/ns.log" "$H"/apt-*.log >&2 2>/dev/null || true
+        tail -20 "$H/var/log/libvirt/"*.log >&2 2>/dev/null || true
+        cmd_stop "$name"
+        die "lab: packaged host $name did not come up"
+    fi
+    echo "lab: host $name up at $addr (Debian packages from make deb, /usr/sbin/libvirtd)"
+}
+
 # Ready when the daemon answers over TCP (first start probes QEMU: ~2 s).
-wait_up() {
+wait_up() {  # wait_up NAME [TENTHS]
     local H=$HOSTS/$1 i
-    for i in $(seq 1 300); do
+    for i in $(seq 1 "${2:-300}"); do
         "$PREFIX/bin/virsh" -q -c "qemu+tcp://$(cat "$H/addr")/system" version \
             >/dev/null 2>&1 && return 0
         kill -0 "$(cat "$H/pid")" 2>/dev/null || return 1

@@ -34,10 +34,10 @@ from labpy import LAB, Failure, Host, SHARED, TOP, run  # noqa: E402
 from e2e_common import CASES, build_helpers  # noqa: E402
 # importing a module registers its cases, in the order they run
 import cases_precopy, cases_postcopy, cases_storage, cases_rpc  # noqa: E402
-import cases_faults, cases_peers, cases_nova  # noqa: E402
+import cases_faults, cases_peers, cases_nova, cases_packages  # noqa: E402
 
 CASE_MODULES = (cases_precopy, cases_postcopy, cases_storage, cases_rpc, cases_faults,
-                cases_peers, cases_nova)
+                cases_peers, cases_nova, cases_packages)
 
 
 # ---------------------------------------------------------------- runner
@@ -53,9 +53,9 @@ class Lab:
         if self.key != (ka, kb, env):
             self.stop()
             self.a = Host("a", 1, stock=ka.startswith("stock"), split=ka.endswith("+split"),
-                          env=dict(env))
+                          packaged=ka == "packaged", env=dict(env))
             self.b = Host("b", 2, stock=kb.startswith("stock"), split=kb.endswith("+split"),
-                          env=dict(env))
+                          packaged=kb == "packaged", env=dict(env))
             self.a.start()
             self.b.start()
             self.key = (ka, kb, env)

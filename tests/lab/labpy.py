@@ -57,8 +57,9 @@ def wait_for(what, fn, timeout, interval=0.2):
 
 
 class Host:
-    def __init__(self, name, idx, stock=False, split=False, env=None):
+    def __init__(self, name, idx, stock=False, split=False, env=None, packaged=False):
         self.name, self.idx, self.stock, self.split = name, idx, stock, split
+        self.packaged = packaged
         self.env = env or {}
         self.addr = "127.0.0.%d" % (idx + 1)
         self.dir = os.path.join(LAB, "hosts", name)
@@ -70,11 +71,22 @@ class Host:
             args.append("--stock")
         if self.split:
             args.append("--split")
-        run(args, timeout=120, env=dict(os.environ, **self.env))
+        if self.packaged:
+            args.append("--packaged")
+        # A packaged host installs Debian's packages, then ours, first.
+        run(args, timeout=900 if self.packaged else 120, env=dict(os.environ, **self.env))
         # Prove which build this host runs: the daemons' executables.
         want = os.path.join(BUILD, "install-stock" if self.stock else "install", "sbin")
         pids = self.daemon_pids()
         check(pids, "no libvirt daemon found on host %s" % self.name)
+        if self.packaged:
+            # Its root is the overlay lab.sh mounts on root/ in its namespace.
+            for comm, pid in pids.items():
+                exe = os.readlink("/proc/%d/exe" % pid)
+                want = os.path.join(self.dir, "root", "usr", "sbin", comm)
+                check(exe == want, "%s on %s runs %s, expected %s" % (comm, self.name, exe, want))
+            check("libvirtd" in pids, "host %s runs %s, expected libvirtd" % (self.name, sorted(pids)))
+            return
         for comm, pid in pids.items():
             exe = os.readlink("/proc/%d/exe" % pid)
             if os.environ.get("LAB_VALGRIND") and "valgrind" in exe:
