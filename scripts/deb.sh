@@ -118,6 +118,7 @@ deb_meson_opts() {
         #  Miscellaneous: Daemon Nodedev AppArmor SELinux Secrets Debug DTrace Readline
         -Ddriver_secrets=enabled -Dapparmor=enabled -Dsecdriver_apparmor=enabled
         -Dapparmor_profiles=enabled -Dselinux=enabled -Dsecdriver_selinux=enabled
+        -Dselinux_mount=/sys/fs/selinux
         -Ddtrace=enabled -Dreadline=enabled
         # libraries and extras Debian's packages carry
         -Dattr=enabled -Daudit=enabled -Dbash_completion=enabled -Dblkid=enabled
@@ -204,6 +205,10 @@ repack() {  # repack DEB
         rel=${f#"$dir"}
         if is_elf "$f"; then
             [ -f "$STAGE$rel" ] || die "$name: Debian ships $rel, our build has no such file (configuration mismatch)"
+            # Text in Debian's binary that ours lacks: what Debian's own
+            # source patches (unavailable here) change, or the series removes.
+            comm -23 <(strings -n 8 "$f" | grep -E '[A-Za-z]{4}' | grep -E '[-_/ %]' | grep -vE '\.debug$|^\.gnu_debug|/usr/lib/debug/|^\.\./\.\./|^/build/reproducible-path/|^libvirt version: ' | sort -u) \
+                     <(strings -n 8 "$STAGE$rel" | sort -u) | sed "s|^|$name $rel: |" >> "$WORK/strings"
             cp "$STAGE$rel" "$f"
             strip_elf "$f"
             n_elf=$((n_elf + 1))
@@ -272,6 +277,7 @@ build_stage
 rm -rf "$WORK" "$OUT"
 mkdir -p "$WORK" "$OUT"
 : > "$WORK/replaced"
+: > "$WORK/strings"
 rm -f "$BUILD_DIR/deb/drift.diff"
 msg "repack Debian's packages as $DEB_VERSION"
 {
@@ -292,6 +298,9 @@ fi
     echo
     echo "files Debian changes itself, kept as Debian ships them:"
     grep ' kept$' "$WORK/replaced" | sed 's/ kept$//; s/^/  /'
+    echo
+    echo "text in Debian's binaries that ours lack (Debian's source patches, or what the series removes):"
+    sed 's/^/  /' "$WORK/strings"
 } >> "$OUT/SUMMARY"
 # Same packages, same file layout as Debian's.
 for deb in "$DL"/*.deb; do
