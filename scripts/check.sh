@@ -7,6 +7,7 @@ t0=$SECONDS
 "$TOP/scripts/tree.sh"
 "$TOP/scripts/build.sh"
 "$TOP/scripts/build.sh" --stock
+"$TOP/scripts/deb.sh"
 "$TOP/lab/guest/build-guest.sh"
 msg "prepared in $((SECONDS - t0))s"
 "$TOP/scripts/run-tests.sh"
