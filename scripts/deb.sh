@@ -35,6 +35,7 @@ DEB_BASE=11.3.0-2~bpo12+1
 DEB_SUITE=bookworm-backports
 DEB_REV=${DEB_REV:-1}
 DEB_VERSION=$DEB_BASE+tunnel$DEB_REV
+DEB_MAINTAINER="libvirt-tunnel maintainers <maintainers@users.noreply.r-seed-57860e92.example>"
 
 OBJ=$BUILD_DIR/obj-deb
 STAGE=$BUILD_DIR/deb/root
@@ -190,7 +191,7 @@ libvirt ($DEB_VERSION) $DEB_SUITE; urgency=medium
     <migration_features><tunnelled>.  Debian's packaging, configuration
     and maintainer scripts are unchanged.
 
- -- libvirt-tunnel maintainers <maintainers@users.noreply.r-seed-57860e92.example>  $when
+ -- $DEB_MAINTAINER  $when
 
 EOF
 }
@@ -200,17 +201,21 @@ repack() {  # repack DEB
     dir=$WORK/$name
     rm -rf "$dir"
     dpkg-deb -R "$deb" "$dir"
-    local f rel src n_elf=0 n_other=0
+    local f rel src n_elf=0 n_other=0 delta=0
     while IFS= read -r -d '' f; do
         rel=${f#"$dir"}
         if is_elf "$f"; then
             [ -f "$STAGE$rel" ] || die "$name: Debian ships $rel, our build has no such file (configuration mismatch)"
-            # Text in Debian's binary that ours lacks: what Debian's own
-            # source patches (unavailable here) change, or the series removes.
-            comm -23 <(strings -n 8 "$f" | grep -E '[A-Za-z]{4}' | grep -E '[-_/ %]' | grep -vE '\.debug$|^\.gnu_debug|/usr/lib/debug/|^\.\./\.\./|^/build/reproducible-path/|^libvirt version: ' | sort -u) \
-                     <(strings -n 8 "$STAGE$rel" | sort -u) | sed "s|^|$name $rel: |" >> "$WORK/strings"
+            delta=$((delta - $(stat -c %s "$f")))
+            cp "$f" "$WORK/.debian-elf"
             cp "$STAGE$rel" "$f"
             strip_elf "$f"
+            delta=$((delta + $(stat -c %s "$f")))
+            # Text in Debian's binary that ours lacks: what Debian's own
+            # source patches (unavailable here) change, or the series removes.
+            comm -23 <(strings -n 8 "$WORK/.debian-elf" | grep -E '[A-Za-z]{4}' | grep -E '[-_/ %]' |
+                       grep -vE '\.debug$|^\.gnu_debug|/usr/lib/debug/|^\.\./\.\./|^/build/reproducible-path/|^libvirt version: ' | sort -u) \
+                     <(strings -n 8 "$f" | sort -u) | sed "s|^|$name $rel: |" >> "$WORK/strings"
             n_elf=$((n_elf + 1))
             echo "$name $rel ELF" >> "$WORK/replaced"
             continue
@@ -238,7 +243,9 @@ repack() {  # repack DEB
             echo "$name: $rel" >> "$WORK/drift"
             continue
         fi
+        delta=$((delta - $(stat -c %s "$f")))
         cat "$tmp.gz" > "$f"
+        delta=$((delta + $(stat -c %s "$f")))
         n_other=$((n_other + 1))
         echo "$name $rel changed" >> "$WORK/replaced"
     done < <(find "$dir" -path "$dir/DEBIAN" -prune -o -type f -print0)
@@ -246,8 +253,10 @@ repack() {  # repack DEB
     # A changelog entry where the package has its own changelog.
     local cl=$dir/usr/share/doc/$name/changelog.Debian.gz
     if [ -f "$cl" ] && [ ! -L "$cl" ]; then
+        delta=$((delta - $(stat -c %s "$cl")))
         { changelog_entry; gzip -dc "$cl"; } | gzip -9n > "$cl.new"
         mv "$cl.new" "$cl"
+        delta=$((delta + $(stat -c %s "$cl")))
     fi
 
     # Version, the exact-version relations between the packages, size, md5sums.
@@ -259,11 +268,19 @@ repack() {  # repack DEB
     if grep -v '^Version:' "$ctl" | grep -qF "$DEB_BASE)"; then
         die "$name: control still names $DEB_BASE: $(grep -F "$DEB_BASE)" "$ctl")"
     fi
-    size=$(find "$dir" -path "$dir/DEBIAN" -prune -o \( -type f -o -type l \) -printf '%s\n' |
-           awk '{s += int(($1 + 1023) / 1024)} END {print s + 0}')
+    # Debian's Installed-Size, changed by what we changed.
+    size=$(( $(sed -n 's/^Installed-Size: //p' "$ctl") + (delta + 1023) / 1024 ))
     sed -i "s/^Installed-Size: .*/Installed-Size: $size/" "$ctl"
+    # Bug reports go to us, not to Debian.
+    sed -i "s/^Maintainer: \(.*\)/Maintainer: $DEB_MAINTAINER\nOriginal-Maintainer: \1/" "$ctl"
+    # md5sums as dh_md5sums writes them: without the conffiles.
     (cd "$dir" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z |
         xargs -0 -r md5sum > DEBIAN/md5sums)
+    if [ -f "$dir/DEBIAN/conffiles" ]; then
+        awk 'NR == FNR {conf[substr($0, 2)] = 1; next} !($2 in conf)' \
+            "$dir/DEBIAN/conffiles" "$dir/DEBIAN/md5sums" > "$dir/DEBIAN/md5sums.new"
+        mv "$dir/DEBIAN/md5sums.new" "$dir/DEBIAN/md5sums"
+    fi
     [ -s "$dir/DEBIAN/md5sums" ] || rm -f "$dir/DEBIAN/md5sums"
     local arch
     arch=$(dpkg-deb -f "$deb" Architecture)
@@ -274,7 +291,11 @@ repack() {  # repack DEB
 NPATCHES=$(find "$PATCH_DIR" -maxdepth 1 -name '*.patch' | wc -l)
 download_debian
 build_stage
-rm -rf "$WORK" "$OUT"
+# Built aside, moved into place only once everything is checked: a failed
+# run leaves no packages behind.
+FINAL=$OUT
+OUT=$BUILD_DIR/deb/out
+rm -rf "$WORK" "$OUT" "$FINAL"
 mkdir -p "$WORK" "$OUT"
 : > "$WORK/replaced"
 : > "$WORK/strings"
@@ -314,6 +335,10 @@ for deb in "$DL"/*.deb; do
         die "$name: the file list, modes or owners differ from Debian's"
     fi
 done
+# A flat repository index, so hosts can install with apt from this directory.
+echo "$DEB_BASE" > "$OUT/debian-base"   # for the lab: which Debian packages these replace
+(cd "$OUT" && dpkg-scanpackages -m . /dev/null 2>/dev/null | gzip -9n > Packages.gz)
 rm -rf "$WORK"
-n=$(find "$OUT" -name '*.deb' | wc -l)
-msg "$n packages in $OUT (see $OUT/SUMMARY)"
+mv "$OUT" "$FINAL"
+n=$(find "$FINAL" -name '*.deb' | wc -l)
+msg "$n packages in $FINAL (see $FINAL/SUMMARY)"
