@@ -24,8 +24,8 @@
 #
 # A --packaged host is a throw-away Debian system instead: an overlay of this
 # machine's root (changes go to a tmpfs), in which apt installs Debian's
-# libvirt 11.3.0 packages and then upgrades them to build/debs/ (make deb)
-# as an operator would, and whose libvirtd and virtlogd run from /usr with
+# libvirt 11.3.0 packages and then upgrades them from build/debs/ (make deb)
+# as a local apt repository, as the README tells operators, and whose libvirtd and virtlogd run from /usr with
 # Debian's configuration plus the lab's listen, identity and PKI settings.
 # Environment:
 #   LAB_QEMU_ROOT=1     QEMU as root with no security driver (debugging only)
@@ -154,14 +154,16 @@ packaged_debs() {  # packaged_debs DIR
 # init.sh of a --packaged host: runs as PID 1's child in its namespaces.
 packaged_init() {  # packaged_init NAME ADDR H
     local name=$1 addr=$2 H=$3 R=$3/root
-    local debian ours uuid
-    debian=$(packaged_debs "$CACHE_DIR/debian-11.3.0-2~bpo12+1" | tr '\n' ' ')
-    ours=$(packaged_debs "$BUILD_DIR/debs" | tr '\n' ' ')
+    local debian uuid ddir
+    ddir=$CACHE_DIR/debian-$(cat "$BUILD_DIR/debs/debian-base")
+    debian=$(packaged_debs "$ddir" | tr '\n' ' ')
     uuid=$(host_uuid "$name")
     cat <<EOS
 #!/bin/bash
 set -euo pipefail
 exec >> "$H/ns.log" 2>&1
+# lab.sh waits for "ready", and gives up at once on "failed".
+trap 'echo failed > "$H/init-status"' ERR
 # The host's root: this machine's, with every change kept in memory.
 mkdir -p "$H/ovl" "$R"
 mount -t tmpfs -o size=4g lab-$name "$H/ovl"
@@ -171,9 +173,12 @@ mount --rbind /dev "$R/dev"
 mount --bind /proc "$R/proc"
 mount --rbind /sys "$R/sys"
 # The lab's files (guests, disks, packages) are the real ones.
+mkdir -p "$R$BUILD_DIR" "$R$ddir"
 mount --bind "$BUILD_DIR" "$R$BUILD_DIR"
+mount --bind "$ddir" "$R$ddir"
 mount --bind "$H/private" "$R$PRIVATE"
 mount --bind "$H/private" "$PRIVATE"   # for the lab's checks (nsenter)
+touch "$R/etc/hosts"
 mount --bind "$H/hosts" "$R/etc/hosts"
 hostname "$name"
 # No service starts while apt runs, as in a chroot.
@@ -181,15 +186,21 @@ printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
 chmod 755 "$R/usr/sbin/policy-rc.d"
 inroot() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "\$@"; }
 echo "== Debian's libvirt packages"
-timeout 600 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends $debian > "$H/apt-debian.log" 2>&1
-inroot dpkg-query -W -f '\${db:Status-Status} \${Package} \${Version}\n' 'libvirt*' |
-    awk '\$1 == "installed" {print \$2, \$3}' > "$H/dpkg-debian.txt"
+# (dpkg: apt would rather fetch the same version from the archive)
+timeout 300 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    dpkg -i $debian > "$H/apt-debian.log" 2>&1
+inroot dpkg-query -W -f '\${db:Status-Status} \${source:Package} \${Package} \${Version}\n' |
+    awk '\$1 == "installed" && \$2 == "libvirt" {print \$3, \$4}' > "$H/dpkg-debian.txt"
 echo "== make deb's packages over them"
-timeout 600 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -q --no-install-recommends $ours > "$H/apt-ours.log" 2>&1
-inroot dpkg-query -W -f '\${db:Status-Status} \${Package} \${Version}\n' 'libvirt*' |
-    awk '\$1 == "installed" {print \$2, \$3}' > "$H/dpkg-ours.txt"
+# As the README tells operators: build/debs/ as a local apt repository.
+echo "deb [trusted=yes] file:$BUILD_DIR/debs ./" > "$R/etc/apt/sources.list.d/libvirt-tunnel.list"
+timeout 120 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin apt-get update -q \
+    -o Dir::Etc::SourceList=sources.list.d/libvirt-tunnel.list -o Dir::Etc::SourceParts=- \
+    -o APT::Get::List-Cleanup=0 > "$H/apt-ours.log" 2>&1
+timeout 300 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends libvirt-daemon-system libvirt-clients >> "$H/apt-ours.log" 2>&1
+inroot dpkg-query -W -f '\${db:Status-Status} \${source:Package} \${Package} \${Version}\n' |
+    awk '\$1 == "installed" && \$2 == "libvirt" {print \$3, \$4}' > "$H/dpkg-ours.txt"
 rm -f "$R/usr/sbin/policy-rc.d"
 # The lab's identity, addresses and PKI on top of Debian's configuration.
 mkdir -p "$R/etc/pki/CA" "$R/etc/pki/libvirt/private" "$R/etc/pki/qemu"
@@ -223,14 +234,17 @@ migration_address = "$addr"
 migration_host = "$addr"
 shared_filesystems = [ "$SHARED" ]
 EOC
+echo ready > "$H/init-status"
 EOS
-    # Inside the namespace, at start and by 'lab.sh restart'.
+    # Inside the namespace, at start and by 'lab.sh restart'; with the
+    # packaged system's environment, not the caller's.
     cat > "$H/daemons.sh" <<EOS
 #!/bin/bash
 set -e
 cd /
-pgrep -x virtlogd >/dev/null || chroot "$R" /usr/sbin/virtlogd -d
-chroot "$R" /usr/sbin/libvirtd -d --listen
+inroot() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "\$@"; }
+pgrep -x virtlogd >/dev/null || inroot /usr/sbin/virtlogd -d
+inroot /usr/sbin/libvirtd -d --listen
 EOS
 }
 
@@ -383,7 +397,7 @@ start_packaged() {
     local name=$1 idx=$2 H=$HOSTS/$1 addr
     addr=$(host_addr "$idx")
     compgen -G "$BUILD_DIR/debs/*.deb" >/dev/null || die "lab: no packages in $BUILD_DIR/debs (run 'make deb')"
-    compgen -G "$CACHE_DIR/debian-11.3.0-2~bpo12+1/*.deb" >/dev/null ||
+    compgen -G "$CACHE_DIR/debian-$(cat "$BUILD_DIR/debs/debian-base" 2>/dev/null)/*.deb" >/dev/null ||
         die "lab: Debian's packages are not in $CACHE_DIR (run 'make deb')"
     [ -f "$H/pid" ] && kill -0 "$(cat "$H/pid")" 2>/dev/null && die "lab: host $name is already running"
     rm -rf "$H"
@@ -412,8 +426,14 @@ start_packaged() {
     done
     [ -n "$nspid" ] || die "lab: host $name did not start (see $H/nsinit.log)"
     echo "$nspid" > "$H/pid"
-    # apt installs twice before the daemon starts: allow minutes.
-    if ! wait_up "$name" 4000; then
+    # apt installs twice (each bounded by 300 s) before the daemon starts.
+    local deadline=$((SECONDS + 700))
+    while [ "$(cat "$H/init-status" 2>/dev/null)" != ready ] && [ $SECONDS -lt $deadline ]; do
+        grep -q failed "$H/init-status" 2>/dev/null && break
+        kill -0 "$nspid" 2>/dev/null || break
+        sleep 0.5
+    done
+    if [ "$(cat "$H/init-status" 2>/dev/null)" != ready ] || ! wait_up "$name"; then
         tail -20 "$H/ns.log" "$H"/apt-*.log >&2 2>/dev/null || true
         tail -20 "$H/var/log/libvirt/"*.log >&2 2>/dev/null || true
         cmd_stop "$name"
@@ -423,9 +443,9 @@ start_packaged() {
 }
 
 # Ready when the daemon answers over TCP (first start probes QEMU: ~2 s).
-wait_up() {  # wait_up NAME [TENTHS]
+wait_up() {
     local H=$HOSTS/$1 i
-    for i in $(seq 1 "${2:-300}"); do
+    for i in $(seq 1 300); do
         "$PREFIX/bin/virsh" -q -c "qemu+tcp://$(cat "$H/addr")/system" version \
             >/dev/null 2>&1 && return 0
         kill -0 "$(cat "$H/pid")" 2>/dev/null || return 1

@@ -26,6 +26,8 @@ BUILD_PKGS=(
 LAB_PKGS=(
     gnutls-bin busybox-static cpio iproute2 util-linux socat
     procps psmisc python3-matplotlib acl
+    dnsmasq-base iptables mdevctl logrotate systemd-container   # what Debian's libvirt
+                                         # packages need (the packaged lab host)
 )
 NOVA_PKGS=(
     python3-nova python3-stestr subunit python3-oslotest python3-fixtures

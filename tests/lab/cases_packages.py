@@ -8,7 +8,9 @@ from e2e_common import (GNAME, case, check, check_qemu_user, guest_disks, log, m
                          verify_migrated)
 from labpy import BUILD
 
-DEBIAN_VERSION = "11.3.0-2~bpo12+1"
+# Which Debian packages make deb's replace (scripts/deb.sh writes it).
+DEBIAN_VERSION = open(os.path.join(BUILD, "debs", "debian-base")).read().strip() \
+    if os.path.exists(os.path.join(BUILD, "debs", "debian-base")) else "11.3.0-2~bpo12+1"
 HEADLINE = ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"]
 
 
