@@ -215,7 +215,7 @@ def t_tunnel_storage_cut_handshake(a, b):
     check(rc == 0, "migration after the cut failed: %s" % out)
     verify_migrated(a, b, g, storage=True)
 
-@case("tunnelled storage: a throttled destination disk; keepalive holds")
+@case("tunnelled storage: a throttled destination disk; keepalive holds", heavy=True)
 def t_tunnel_storage_throttled(a, b):
     """vda holds 24 MiB of data besides the guest's ring, and its target on B
     is behind a 2 MiB/s link (qemu-nbd behind a slow forwarder, given to the

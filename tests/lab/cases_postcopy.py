@@ -18,7 +18,7 @@ def t_native_postcopy(a, b):
     verify_migrated(a, b, g, postcopy=True)
 
 
-@case("native postcopy (--postcopy-after-precopy)")
+@case("native postcopy (--postcopy-after-precopy)", heavy=True)
 def t_native_postcopy_after(a, b):
     g = guest_busy(); g.start(a)
     rc, out = migrate(a, b, ["live", "p2p", "postcopy", "postcopy-after-precopy"],
@@ -43,7 +43,7 @@ def t_tunnel_postcopy_tls(a, b):
     tunnel_postcopy(a, b, "command", transport="tls")
 
 
-@case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tls")
+@case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tls", heavy=True)
 def t_tunnel_postcopy_after_tls(a, b):
     tunnel_postcopy(a, b, "after", transport="tls")
 
