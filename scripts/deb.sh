@@ -289,6 +289,24 @@ repack() {  # repack DEB
 }
 
 NPATCHES=$(find "$PATCH_DIR" -maxdepth 1 -name '*.patch' | wc -l)
+
+# Packages are a function of the tree and this script: a clean clone
+# reuses what an earlier run built from the same ones (outside the clone,
+# like the tarball and ccache), unless DEB_REBUILD is set.
+DEB_CACHE=$CACHE_DIR/debs
+key=""
+if [ -z "$(git -C "$SRC_DIR" status --porcelain --untracked-files=no)" ]; then
+    key=$({ git -C "$SRC_DIR" rev-parse 'HEAD^{tree}'; sha256sum < "$0"; echo "$DEB_VERSION"; } |
+          sha256sum | cut -c1-16)
+fi
+if [ -n "$key" ] && [ -z "${DEB_REBUILD:-}" ] && [ -f "$DEB_CACHE/$key/SUMMARY" ]; then
+    rm -rf "$OUT"
+    cp -a "$DEB_CACHE/$key" "$OUT"
+    download_debian
+    msg "reused the packages of this tree and script ($DEB_CACHE/$key; DEB_REBUILD=1 builds them again)"
+    exit 0
+fi
+
 download_debian
 build_stage
 # Built aside, moved into place only once everything is checked: a failed
@@ -340,5 +358,10 @@ echo "$DEB_BASE" > "$OUT/debian-base"   # for the lab: which Debian packages the
 (cd "$OUT" && dpkg-scanpackages -m . /dev/null 2>/dev/null | gzip -9n > Packages.gz)
 rm -rf "$WORK"
 mv "$OUT" "$FINAL"
+if [ -n "$key" ]; then
+    rm -rf "$DEB_CACHE"   # only the latest: about 9 MiB
+    mkdir -p "$DEB_CACHE"
+    cp -a "$FINAL" "$DEB_CACHE/$key"
+fi
 n=$(find "$FINAL" -name '*.deb' | wc -l)
 msg "$n packages in $FINAL (see $FINAL/SUMMARY)"
