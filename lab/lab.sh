@@ -131,6 +131,31 @@ cmd_pki() {
     echo "lab: PKI in $PKI"
 }
 
+# /etc/hosts of every lab host: every lab address and name.
+write_hosts() {  # write_hosts FILE
+    local i
+    {
+        echo "127.0.0.1 localhost"
+        for i in $(seq 1 8); do echo "$(host_addr "$i") lab$i"; done
+    } > "$1"
+}
+
+# Start host NAME's namespaces with its init.sh under nsinit; record the
+# PID of the namespace's init in its pid file.
+spawn_host() {  # spawn_host NAME LOG
+    local H=$HOSTS/$1 upid nspid="" i
+    setsid unshare --mount --uts --pid --fork --mount-proc --propagation private \
+        "$NSINIT" "$H/init.sh" > "$2" 2>&1 < /dev/null &
+    upid=$!
+    for i in $(seq 1 50); do
+        nspid=$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | awk '{print $1}')
+        [ -n "$nspid" ] && break
+        sleep 0.1
+    done
+    [ -n "$nspid" ] || die "lab: host $1 did not start (see $2)"
+    echo "$nspid" > "$H/pid"
+}
+
 host_uuid() { printf '%s' "$1" | md5sum | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'; }
 
 # The packages of a --packaged host: libvirt-daemon-system, libvirt-clients
@@ -335,11 +360,7 @@ migrate_tls_x509_cert_dir = "$P/etc/pki/qemu"
 default_tls_x509_cert_dir = "$P/etc/pki/qemu"
 shared_filesystems = [ "$SHARED" ]
 EOC
-    {
-        echo "127.0.0.1 localhost"
-        local i
-        for i in $(seq 1 8); do echo "$(host_addr "$i") lab$i"; done
-    } > "$H/hosts"
+    write_hosts "$H/hosts"
     echo "$name" > "$H/hostname"
     echo "$P" > "$H/prefix"
     echo "$addr" > "$H/addr"
@@ -374,16 +395,7 @@ else
 fi
 EOS
     chmod +x "$H/init.sh" "$H/daemons.sh"
-    setsid unshare --mount --uts --pid --fork --mount-proc --propagation private \
-        "$NSINIT" "$H/init.sh" > "$H/ns.log" 2>&1 < /dev/null &
-    local upid=$! nspid="" i
-    for i in $(seq 1 50); do
-        nspid=$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | awk '{print $1}')
-        [ -n "$nspid" ] && break
-        sleep 0.1
-    done
-    [ -n "$nspid" ] || die "lab: host $name did not start (see $H/ns.log)"
-    echo "$nspid" > "$H/pid"
+    spawn_host "$name" "$H/ns.log"
     if ! wait_up "$name"; then
         cat "$H/ns.log" >&2
         tail -20 "$H/var/log/libvirt/"*.log >&2 2>/dev/null || true
@@ -402,11 +414,7 @@ start_packaged() {
     [ -f "$H/pid" ] && kill -0 "$(cat "$H/pid")" 2>/dev/null && die "lab: host $name is already running"
     rm -rf "$H"
     mkdir -p "$H/private" "$H/var/log/libvirt"
-    {
-        echo "127.0.0.1 localhost"
-        local i
-        for i in $(seq 1 8); do echo "$(host_addr "$i") lab$i"; done
-    } > "$H/hosts"
+    write_hosts "$H/hosts"
     echo "$name" > "$H/hostname"
     echo /usr > "$H/prefix"
     echo "$addr" > "$H/addr"
@@ -416,16 +424,9 @@ start_packaged() {
     packaged_init "$name" "$addr" "$H" > "$H/init.sh"
     echo "exec \"$H/daemons.sh\"" >> "$H/init.sh"
     chmod +x "$H/init.sh" "$H/daemons.sh"
-    setsid unshare --mount --uts --pid --fork --mount-proc --propagation private \
-        "$NSINIT" "$H/init.sh" > "$H/nsinit.log" 2>&1 < /dev/null &
-    local upid=$! nspid="" i
-    for i in $(seq 1 50); do
-        nspid=$(cat "/proc/$upid/task/$upid/children" 2>/dev/null | awk '{print $1}')
-        [ -n "$nspid" ] && break
-        sleep 0.1
-    done
-    [ -n "$nspid" ] || die "lab: host $name did not start (see $H/nsinit.log)"
-    echo "$nspid" > "$H/pid"
+    spawn_host "$name" "$H/nsinit.log"
+    local nspid
+    nspid=$(cat "$H/pid")
     # apt installs twice (each bounded by 300 s) before the daemon starts.
     local deadline=$((SECONDS + 700))
     while [ "$(cat "$H/init-status" 2>/dev/null)" != ready ] && [ $SECONDS -lt $deadline ]; do
