@@ -251,9 +251,9 @@ def t_nova_patched(a, b):
     md = dst["migrate_data"]
     check(md["nova_object.version"] == "1.11" and
           md["nova_object.data"].get("dst_tunnelled_migration_features") ==
-          ["postcopy", "postcopy_resume", "storage"],
+          ["parallel", "postcopy", "postcopy_resume", "storage"],
           "check_can_live_migrate_destination: %s" % md)
-    check(src["host_tunnelled_features"] == ["postcopy", "postcopy_resume", "storage"],
+    check(src["host_tunnelled_features"] == ["parallel", "postcopy", "postcopy_resume", "storage"],
           "Host.tunnelled_migration_features on A: %s" % src["host_tunnelled_features"])
     # Both hosts can: post-copy kept, the disk copied through the tunnel.
     check("TUNNELLED" in src["flags_this_migration"] and

@@ -98,7 +98,7 @@ def t_tunnel_prepare_fail_split(a, b):
           % b.domstate("lab-other"))
 
 
-TUNNELLED_FEATURES = ["postcopy", "storage", "postcopy_resume"]
+TUNNELLED_FEATURES = ["postcopy", "storage", "postcopy_resume", "parallel"]
 
 
 def tunnelled_features(host):
@@ -117,7 +117,7 @@ def tunnelled_features(host):
 def t_capabilities_tunnelled(a, b):
     """A management application (nova) enables tunnelled post-copy and
     storage only between hosts that both list them: a patched host lists
-    all three, through virtproxyd too; a stock 11.3.0 host lists nothing."""
+    all four, through virtproxyd too; a stock 11.3.0 host lists nothing."""
     got = tunnelled_features(a)
     log("A (patched, split) lists: %s" % got)
     check(got == TUNNELLED_FEATURES,

@@ -5,11 +5,12 @@
  *   migrate-api SRC_URI DOMAIN DEST_URI [options]
  *     --flag NAME          live, p2p, tunnelled, postcopy, postcopy-resume,
  *                          copy-storage-all, copy-storage-inc, tls, persistent,
- *                          undefinesource, abort-on-error, unsafe
+ *                          undefinesource, abort-on-error, unsafe, parallel
  *     --disk TARGET        add a VIR_MIGRATE_PARAM_MIGRATE_DISKS entry
  *     --bandwidth MIB      VIR_MIGRATE_PARAM_BANDWIDTH
  *     --postcopy-bandwidth MIB  VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY
  *     --dname NAME         VIR_MIGRATE_PARAM_DEST_NAME
+ *     --parallel-connections N  VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS
  *
  * Prints "migrate-api: OK" or "migrate-api: ERROR: <libvirt message>" and
  * exits 0 or 1 accordingly.
@@ -35,6 +36,7 @@ static const struct {
     { "undefinesource", VIR_MIGRATE_UNDEFINE_SOURCE },
     { "abort-on-error", VIR_MIGRATE_ABORT_ON_ERROR },
     { "unsafe", VIR_MIGRATE_UNSAFE },
+    { "parallel", VIR_MIGRATE_PARALLEL },
 };
 
 int
@@ -82,6 +84,11 @@ main(int argc, char **argv)
             if (virTypedParamsAddULLong(&params, &nparams, &maxparams,
                                         VIR_MIGRATE_PARAM_BANDWIDTH_POSTCOPY,
                                         strtoull(val, NULL, 10)) < 0)
+                fail("params");
+        } else if (strcmp(opt, "--parallel-connections") == 0) {
+            if (virTypedParamsAddInt(&params, &nparams, &maxparams,
+                                     VIR_MIGRATE_PARAM_PARALLEL_CONNECTIONS,
+                                     atoi(val)) < 0)
                 fail("params");
         } else if (strcmp(opt, "--dname") == 0) {
             if (virTypedParamsAddString(&params, &nparams, &maxparams,

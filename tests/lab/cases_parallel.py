@@ -1,0 +1,100 @@
+"""Lab cases: parallel migration (multifd channels) through the tunnel.
+
+QEMU makes the main connection and one per multifd channel; each goes
+through its own stream.  The source daemon logs every tunnel it starts
+("tunnel=NAME fd=N started"), which says how many connections the tunnel
+carried."""
+
+import glob
+import os
+
+from e2e_common import (case, check, daemons_now, guest_busy, guest_disks, guest_nodisk,
+                         log, migrate, prepare_disks, verify_migrated, verify_refused)
+
+REFUSE_PARALLEL_DEST = "destination libvirt does not support parallel migration through a tunnel"
+REFUSE_PARALLEL_SRC = "parallel migration through a tunnel is not supported by the source host"
+
+
+def check_channels(a, log_start, channels):
+    """The source tunnelled QEMU's main connection and exactly `channels`
+    multifd channels, each through a stream of its own."""
+    text = a.daemon_log()[log_start:]
+    names = ["migration"] + ["multifd:%d" % i for i in range(channels)]
+    for name in names:
+        check("tunnel=%s fd=" % name in text,
+              "the source did not tunnel connection %s (expected %d channels)" % (name, channels))
+    check("tunnel=multifd:%d fd=" % channels not in text,
+          "the source tunnelled more than %d multifd channels" % channels)
+    left = glob.glob(os.path.join(a.dir, "var", "lib", "libvirt", "qemu", "domain-*",
+                                  "migration-tunnel.sock"))
+    check(not left, "the source's migration socket is still there: %s" % left)
+    log("tunnelled connections: %s" % ", ".join(names))
+
+
+def parallel(a, b, g, channels=None, transport="tcp", flags=(), extra=(), api=False,
+             storage=None):
+    log_start = len(a.daemon_log())
+    if api:
+        extra = list(extra) + (["--parallel-connections", str(channels)] if channels else [])
+        rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel"] + list(flags),
+                          transport=transport, extra=extra, api=True)
+        check(rc == 0 and "migrate-api: OK" in out, "migration failed: %s" % out)
+    else:
+        extra = list(extra) + (["--parallel-connections", str(channels)] if channels else [])
+        rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel"] + list(flags),
+                          transport=transport, extra=extra)
+        check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, storage=storage)
+    check_channels(a, log_start, channels or 2)
+
+
+@case("tunnelled --parallel over qemu+tcp (QEMU's default, 2 channels)")
+def t_parallel_tcp(a, b):
+    g = guest_busy(); g.start(a)
+    parallel(a, b, g)
+
+
+@case("tunnelled --parallel --parallel-connections 4 over qemu+tls")
+def t_parallel_tls(a, b):
+    g = guest_busy(); g.start(a)
+    parallel(a, b, g, channels=4, transport="tls")
+
+
+@case("tunnelled --parallel with --copy-storage-all, 3 channels, via virDomainMigrateToURI3")
+def t_parallel_storage(a, b):
+    g = guest_disks(("vda",), busy=True); prepare_disks(g, a, b); g.start(a)
+    parallel(a, b, g, channels=3, flags=["copy-storage-all"], api=True, storage=True)
+
+
+@case("tunnelled --parallel with zstd compression")
+def t_parallel_zstd(a, b):
+    g = guest_busy(); g.start(a)
+    parallel(a, b, g, extra=["--compressed", "--comp-methods", "zstd"])
+
+
+@case("tunnelled --parallel to a stock destination is refused", b="stock")
+def t_parallel_to_stock(a, b):
+    g = guest_nodisk(); g.start(a)
+    daemons = daemons_now(a, b)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel"])
+    verify_refused(a, b, g, rc, out, REFUSE_PARALLEL_DEST, daemons)
+
+
+@case("tunnelled --parallel from a stock source is refused", a="stock")
+def t_parallel_from_stock(a, b):
+    g = guest_nodisk(); g.start(a)
+    daemons = daemons_now(a, b)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel"])
+    verify_refused(a, b, g, rc, out, REFUSE_PARALLEL_SRC, daemons)
+
+
+@case("tunnelled --parallel --postcopy is refused as natively")
+def t_parallel_postcopy(a, b):
+    g = guest_nodisk(); g.start(a)
+    daemons = daemons_now(a, b)
+    rc, out = migrate(a, b, ["live", "p2p", "parallel", "postcopy"])
+    check(rc != 0, "native --parallel --postcopy was not refused: QEMU allows it now")
+    native = out.strip().splitlines()[-1]
+    log("natively: %s" % native)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel", "postcopy"])
+    verify_refused(a, b, g, rc, out, native.split(": ", 1)[-1], daemons)
