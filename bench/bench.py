@@ -60,6 +60,13 @@ MODES = {
 DOWNTIME_MS = int(os.environ.get("BENCH_DOWNTIME_MS", "50"))
 MODES["native-dt"] = (["live", "p2p"], "tcp", None)
 MODES["tunnel-dt"] = (["live", "p2p", "tunnelled"], "tcp", "native-dt")
+# parallel migration: QEMU's multifd channels, 2 (QEMU's default) and 4;
+# each also compared with one native connection (native-tcp)
+MODES["native-par2"] = (["live", "p2p", "parallel"], "tcp", None)
+MODES["tunnel-par2"] = (["live", "p2p", "tunnelled", "parallel"], "tcp", "native-par2")
+MODES["native-par4"] = (["live", "p2p", "parallel", "parallel-connections=4"], "tcp", None)
+MODES["tunnel-par4"] = (["live", "p2p", "tunnelled", "parallel", "parallel-connections=4"],
+                        "tcp", "native-par4")
 DISK_MIB = 512
 # BENCH_CONCURRENT guests migrated at once between the same two hosts,
 # natively and tunnelled, compared by aggregate throughput
@@ -547,6 +554,12 @@ def main():
         print("  tunnelled aggregate: %.2fx of native" % concurrent["ratio"])
     if "native-dt" in med:
         print("\n-dt modes: migrate-setmaxdowntime %d ms before migrating" % DOWNTIME_MS)
+    single = med.get("native-tcp", {}).get("throughput_mib_s")
+    par = [m for m in med if "-par" in m]
+    if single and par:
+        print("\n-parN modes: --parallel with N multifd channels; against one native "
+              "connection (native-tcp): " + ", ".join(
+                  "%s %.2fx" % (m, med[m]["throughput_mib_s"] / single) for m in par))
 
     if PROFILE:
         print_profile(runs)

@@ -8,11 +8,17 @@ carried."""
 import glob
 import os
 
-from e2e_common import (case, check, daemons_now, guest_busy, guest_disks, guest_nodisk,
-                         log, migrate, prepare_disks, verify_migrated, verify_refused)
+from e2e_common import (GNAME, case, check, check_daemons, daemons_now, fds_of, guest_busy,
+                         guest_disks, guest_nodisk, jobinfo, log, mib_of, migrate,
+                         prepare_disks, verify_migrated, verify_refused, wait_for)
 
 REFUSE_PARALLEL_DEST = "destination libvirt does not support parallel migration through a tunnel"
 REFUSE_PARALLEL_SRC = "parallel migration through a tunnel is not supported by the source host"
+
+
+def source_sockets(a):
+    return glob.glob(os.path.join(a.dir, "var", "lib", "libvirt", "qemu", "domain-*",
+                                  "migration-tunnel.sock"))
 
 
 def check_channels(a, log_start, channels):
@@ -25,9 +31,8 @@ def check_channels(a, log_start, channels):
               "the source did not tunnel connection %s (expected %d channels)" % (name, channels))
     check("tunnel=multifd:%d fd=" % channels not in text,
           "the source tunnelled more than %d multifd channels" % channels)
-    left = glob.glob(os.path.join(a.dir, "var", "lib", "libvirt", "qemu", "domain-*",
-                                  "migration-tunnel.sock"))
-    check(not left, "the source's migration socket is still there: %s" % left)
+    check(not source_sockets(a), "the source's migration socket is still there: %s"
+          % source_sockets(a))
     log("tunnelled connections: %s" % ", ".join(names))
 
 
@@ -98,3 +103,38 @@ def t_parallel_postcopy(a, b):
     log("natively: %s" % native)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel", "postcopy"])
     verify_refused(a, b, g, rc, out, native.split(": ", 1)[-1], daemons)
+
+
+@case("tunnelled --parallel: domjobabort mid-migration leaves the guest on A, no leaks")
+def t_parallel_abort(a, b):
+    """The job is aborted while QEMU's 3 connections move data: every tunnel
+    and stream ends, the source's socket is gone, both daemons are back to
+    the descriptors they had, and the guest runs on A, which can migrate
+    again the same way."""
+    g = guest_busy(); g.start(a)
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    daemons = daemons_now(a, b)
+    fds_a, fds_b = fds_of(a), fds_of(b)
+    log("daemon fds before: A=%s B=%s" % (fds_a, fds_b))
+
+    def abort(proc):
+        wait_for("4 MiB through the tunnel", lambda: proc.poll() is not None or
+                 mib_of(jobinfo(a, GNAME, completed=False)) > 4, 60)
+        p = a.virsh("domjobabort", GNAME, check_rc=False)
+        log("$ virsh domjobabort %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
+    # 8 MiB/s for all channels together: the migration would take a minute
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel"], during=abort,
+                      extra=["--bandwidth", "8"], timeout=120)
+    check(rc != 0, "migration was not aborted: %s" % out)
+    check("canceled by client" in out or "cancelled" in out.lower(),
+          "unexpected error after abort: %s" % out.strip())
+    check_daemons(daemons)
+    check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
+    wait_for("the incoming domain to go from B", lambda: b.domstate(GNAME) is None, 60)
+    check(not b.qemu_pids(), "a QEMU was left on the destination")
+    check(not source_sockets(a), "the migration socket is left on A: %s" % source_sockets(a))
+    wait_for("the daemons to close what the migration opened",
+             lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    g.wait_progress(a, "guest progress on A after the abort", timeout=60)
+    g.check_clean(a)
+    parallel(a, b, g)
