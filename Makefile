@@ -4,7 +4,8 @@ SHELL := /bin/bash
 S := scripts
 
 .PHONY: help deps source tree build stock series check check-series check-faults \
-        unit-tests lab-tests nova-tests deb guest demo bench profile clean distclean
+        unit-tests lab-tests nova-tests deb deb-trixie guest demo bench profile \
+        clean distclean
 
 help:
 	@echo "make deps          install Debian packages (build + lab), idempotent"
@@ -17,6 +18,7 @@ help:
 	@echo "make check-faults  the lab's heavy fault cases, which make check leaves out"
 	@echo "make nova-tests    patches/nova/ on Debian's python3-nova, and its unit tests"
 	@echo "make deb           Debian packages (build/debs/) that install over Debian's libvirt 11.3.0"
+	@echo "make deb-trixie    the same for Debian 13 (build/debs-trixie/), built in a trixie root"
 	@echo "make demo          the headline migration between two lab hosts"
 	@echo "make bench         tunnelled vs native migration benchmark"
 	@echo "make profile       the benchmark with perf on every daemon (docs/performance.md)"
@@ -57,6 +59,10 @@ lab-tests:
 deb:
 	@$(S)/deps.sh && $(MAKE) --no-print-directory tree && $(S)/deb.sh
 
+# its own tree (orig tarball + Debian's patches + patches/), not build/libvirt
+deb-trixie:
+	@$(S)/deps.sh && $(S)/deb.sh trixie
+
 nova-tests:
 	@$(S)/deps.sh && $(S)/nova-tests.sh
 
@@ -77,7 +83,8 @@ profile:
 	    BENCH_MODES=$${BENCH_MODES:-native-tcp,tunnel-tcp,native-tls,tunnel-tls} bench/bench.py
 
 clean:
-	rm -rf build/obj build/obj-stock build/obj-deb build/install build/install-stock build/deb build/debs build/lab build/guest build/nova-test
+	rm -rf build/obj build/obj-stock build/obj-deb build/install build/install-stock build/deb build/debs build/lab build/guest build/nova-test \
+	    build/deb-trixie build/debs-trixie
 
 distclean:
 	rm -rf build

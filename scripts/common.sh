@@ -60,8 +60,9 @@ lv_series_hash() {  # lv_series_hash [DIR]
 }
 
 # Build a configured tree; any error or compiler warning stops with LABEL.
+# LV_RUN names a command that runs ninja elsewhere (deb.sh: a build root).
 lv_ninja() {  # lv_ninja OBJ LABEL
-    ninja -C "$1" > "$1.build.log" 2>&1 || {
+    ${LV_RUN:-command} ninja -C "$1" > "$1.build.log" 2>&1 || {
         grep -E 'error|FAILED' "$1.build.log" | head -40 >&2
         die "$2: build failed (full log: $1.build.log)"; }
     if grep -qE ':[0-9]+: warning: ' "$1.build.log"; then

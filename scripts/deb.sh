@@ -1,6 +1,7 @@
 #!/bin/bash
-# make deb: Debian packages of libvirt 11.3.0 with the series, built to
-# install over Debian's own libvirt 11.3.0 packages (bookworm-backports).
+# make deb, make deb-trixie: Debian packages of libvirt 11.3.0 with the
+# series, built to install over Debian's own libvirt 11.3.0 packages
+# (bookworm-backports; Debian 13).
 #
 # Debian's packaging source (the .dsc and debian.tar.xz of 11.3.0-2~bpo12+1)
 # is not downloadable here, while its binary packages and the Sources index
@@ -28,19 +29,52 @@
 # QEMU as libvirt-qemu under DAC, the AppArmor profiles).
 #
 # Output: build/debs/*.deb and build/debs/SUMMARY.
+#
+#   deb.sh [bookworm|trixie]
+#
+# bookworm (the default, make deb): over bookworm-backports' packages, built
+# on this machine (Debian 12) from build/libvirt.
+#
+# trixie (make deb-trixie): over Debian 13's packages, built in a trixie
+# build root (scripts/debian-root.sh: debootstrap, then libvirt's
+# Build-Depends from trixie's Sources index) so that the binaries link
+# against trixie's libraries, from a tree of its own, build/deb-trixie/libvirt:
+# the orig tarball, Debian's own patches of that upload (its debian.tar.xz
+# is downloadable for trixie, unlike its .dsc; it carries security fixes
+# that a rebuild must not drop), then patches/*.patch.  Output in
+# build/debs-trixie/.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-DEB_BASE=11.3.0-2~bpo12+1
-DEB_SUITE=bookworm-backports
+DEB_TARGET=${1:-bookworm}
 DEB_REV=${DEB_REV:-1}
-DEB_VERSION=$DEB_BASE+tunnel$DEB_REV
 DEB_MAINTAINER="libvirt-tunnel maintainers <maintainers@users.noreply.r-seed-57860e92.example>"
-
-OBJ=$BUILD_DIR/obj-deb
-STAGE=$BUILD_DIR/deb/root
-WORK=$BUILD_DIR/deb/work
-OUT=$BUILD_DIR/debs
+case $DEB_TARGET in
+bookworm)
+    DEB_BASE=11.3.0-2~bpo12+1
+    DEB_SUITE=bookworm-backports
+    DEB_SRC=$SRC_DIR            # make tree's
+    DEB_ROOT=""                 # this machine
+    OBJ=$BUILD_DIR/obj-deb
+    STAGE=$BUILD_DIR/deb/root
+    WORK=$BUILD_DIR/deb/work
+    OUT=$BUILD_DIR/debs
+    DEB_CACHE=$CACHE_DIR/debs
+    ;;
+trixie)
+    DEB_BASE=${DEB_BASE:-11.3.0-3+deb13u3}
+    DEB_SUITE=trixie
+    DEB_SRC=$BUILD_DIR/deb-trixie/libvirt
+    DEB_ROOT=""                 # set below: scripts/debian-root.sh's build root
+    OBJ=$BUILD_DIR/deb-trixie/obj
+    STAGE=$BUILD_DIR/deb-trixie/root
+    WORK=$BUILD_DIR/deb-trixie/work
+    OUT=$BUILD_DIR/debs-trixie
+    DEB_CACHE=$CACHE_DIR/debs-trixie
+    ;;
+*) die "deb.sh: unknown target $DEB_TARGET (bookworm or trixie)" ;;
+esac
+DEB_VERSION=$DEB_BASE+tunnel$DEB_REV
 DL=$CACHE_DIR/debian-$DEB_BASE
 
 # Non-ELF files the series changes, as Debian ships them.  Anything else
@@ -50,8 +84,19 @@ DEB_EXPECTED='^/(etc/libvirt/libvirtd\.conf|usr/share/augeas/lenses/(tests/test_
 # Files Debian changes itself (its patches, its packaging): they stay Debian's.
 DEB_KEEP='^/(usr/lib/libvirt/libvirt-guests\.sh|usr/share/man/man8/libvirt-guests\.8\.gz|etc/apparmor\.d/abstractions/libvirt-(lxc|qemu)|usr/lib/systemd/system/libvirtd\.service|usr/share/doc/libvirt-doc/html/manpages/libvirt-guests\.html|usr/share/.*\.png)$'
 
-[ -d "$SRC_DIR/.git" ] || die "no tree at $SRC_DIR; run 'make tree'"
 command -v dpkg-buildflags >/dev/null || die "dpkg-dev is missing; run 'make deps'"
+
+# Run a build command where the packages are built: on this machine, or
+# in the trixie build root with the clone and ccache mounted at their paths.
+inbuild() {
+    if [ -z "$DEB_ROOT" ]; then
+        "$@"
+        return
+    fi
+    BINDS="$TOP $CCACHE_DIR $DL" inroot "$DEB_ROOT" env CCACHE_DIR="$CCACHE_DIR" \
+        CCACHE_BASEDIR="$CCACHE_BASEDIR" CCACHE_NOHASHDIR=1 CCACHE_MAXSIZE="$CCACHE_MAXSIZE" \
+        CCACHE_SLOPPINESS="$CCACHE_SLOPPINESS" "$@"
+}
 
 # --- 1. Debian's binary packages -------------------------------------------
 apt_src_opts() {
@@ -59,36 +104,108 @@ apt_src_opts() {
     echo -o Dir::Etc::SourceList="$a/sources.list" -o Dir::Etc::SourceParts=/dev/null \
          -o Dir::State::Lists="$a/lists" -o Dir::Cache="$a/cache" -o Dir::State::status=/dev/null
 }
+# The Sources index entry of source libvirt (bookworm-backports: fetch-source.sh's
+# private deb-src lists; trixie: the build root's).
+showsrc() {
+    if [ -n "$DEB_ROOT" ]; then
+        inroot "$DEB_ROOT" apt-cache showsrc libvirt
+    else
+        [ -f "$CACHE_DIR/apt/sources.list" ] || "$TOP/scripts/fetch-source.sh" >/dev/null
+        # shellcheck disable=SC2046
+        apt-cache $(apt_src_opts) showsrc libvirt
+    fi | awk -v v="$DEB_BASE" '/^Package:/ {p = 0} $1 == "Version:" {p = ($2 == v)} p'
+}
 download_debian() {
     mkdir -p "$DL"
     [ -f "$DL/.complete" ] && return 0
-    [ -f "$CACHE_DIR/apt/sources.list" ] || "$TOP/scripts/fetch-source.sh" >/dev/null
     local pkgs
-    # shellcheck disable=SC2046
-    pkgs=$(apt-cache $(apt_src_opts) showsrc libvirt |
-        awk -v v="$DEB_BASE" '/^Package:/ {p = 0; l = 0}
-                              $1 == "Version:" && $2 == v {p = 1}
-                              p && /^Package-List:/ {l = 1; next}
-                              p && l && /^ / {print $1; next}
-                              l {l = 0}')
-    [ -n "$pkgs" ] || die "the Sources index has no libvirt $DEB_BASE; run 'make source' (deb-src $DEB_SUITE)"
+    mapfile -t pkgs < <(showsrc | awk '/^Package-List:/ {l = 1; next} l && /^ / {print $1; next} l {l = 0}')
+    [ ${#pkgs[@]} -gt 0 ] || die "the Sources index has no libvirt $DEB_BASE; run 'make source' (deb-src $DEB_SUITE)"
     local want=()
-    for p in $pkgs; do
-        if apt-cache show "$p=$DEB_BASE" >/dev/null 2>&1; then
-            want+=("$p=$DEB_BASE")
-        fi
-    done
+    # shellcheck disable=SC2016
+    mapfile -t want < <(inbuild bash -c 'for p in "$@"; do
+            apt-cache show "$p=$0" >/dev/null 2>&1 && echo "$p=$0"; done; true' "$DEB_BASE" "${pkgs[@]}")
     [ ${#want[@]} -gt 30 ] || die "only ${#want[@]} of Debian's libvirt $DEB_BASE packages are in apt's lists; run 'make deps' (adds $DEB_SUITE)"
     msg "download ${#want[@]} Debian packages of libvirt $DEB_BASE"
-    (cd "$DL" && rm -f ./*.deb && timeout 600 apt-get download -q "${want[@]}" > download.log 2>&1) || {
+    rm -f "$DL"/*.deb
+    # shellcheck disable=SC2016
+    inbuild timeout 600 bash -c 'cd "$0" && apt-get download -q "$@"' "$DL" "${want[@]}" > "$DL/download.log" 2>&1 || {
         tail -5 "$DL/download.log" >&2; die "downloading Debian's libvirt packages failed"; }
     touch "$DL/.complete"
+}
+
+# --- the trixie tree: orig tarball + Debian's patches + the series ---------
+# Debian's debian.tar.xz of $DEB_BASE, checked against the Sources index
+# (which apt verified through the Release file's signature).
+debian_tarball() {
+    local f sum out=$CACHE_DIR/debian-$DEB_BASE-source
+    f=libvirt_${DEB_BASE}.debian.tar.xz
+    sum=$(showsrc | awk -v f="$f" '/^Checksums-Sha256:/ {c = 1; next} c && /^ / && $3 == f {print $1; exit} c && !/^ / {c = 0}')
+    [ -n "$sum" ] || die "the Sources index of libvirt $DEB_BASE names no $f"
+    if ! { [ -f "$out/$f" ] && echo "$sum  $out/$f" | sha256sum -c --status; }; then
+        mkdir -p "$out"
+        rm -f "$out/$f"
+        local dir
+        dir=$(showsrc | awk '$1 == "Directory:" {print $2; exit}')
+        msg "download Debian's $f" >&2
+        timeout 300 /usr/lib/apt/apt-helper download-file \
+            "http://deb.debian.org/debian/$dir/$f" "$out/$f" "SHA256:$sum" > "$out/download.log" 2>&1 || {
+            tail -5 "$out/download.log" >&2; die "downloading Debian's $f failed (checksum or network)"; }
+    fi
+    echo "$out/$f"
+}
+prepare_tree() {
+    local tarball debtar stamp=$DEB_SRC.stamp want
+    tarball=$("$TOP/scripts/fetch-source.sh")
+    debtar=$(debian_tarball)
+    want="$(lv_series_hash) $(sha256sum < "$debtar" | cut -c1-16)"
+    if [ -d "$DEB_SRC/.git" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ] &&
+       [ -z "$(git -C "$DEB_SRC" status --porcelain --untracked-files=no)" ]; then
+        return 0
+    fi
+    msg "tree: $DEB_SRC = $LV_TARBALL + Debian's $DEB_BASE patches + patches/"
+    rm -rf "$DEB_SRC" "$stamp" "$DEB_SRC.debian"
+    mkdir -p "$DEB_SRC" "$DEB_SRC.debian"
+    tar -xJf "$tarball" -C "$DEB_SRC" --strip-components=1
+    tar -xJf "$debtar" -C "$DEB_SRC.debian" debian/patches
+    (
+        cd "$DEB_SRC"
+        lv_git_identity
+        export GIT_AUTHOR_DATE="2025-05-01T00:00:00Z" GIT_COMMITTER_DATE="2025-05-01T00:00:00Z"
+        git init -q -b main
+        echo "/$KEYCODEMAPDB/" >> .git/info/exclude
+        git add -A -f -- . ":!$KEYCODEMAPDB"
+        git commit -q -m "libvirt $LV_VERSION (pristine, from $LV_TARBALL)"
+        git tag v11.3.0
+        local p n=0
+        while read -r p _; do
+            case $p in ''|'#'*) continue ;; esac
+            git apply --index "$DEB_SRC.debian/debian/patches/$p" ||
+                die "Debian's patch $p does not apply to $LV_TARBALL"
+            n=$((n + 1))
+        done < "$DEB_SRC.debian/debian/patches/series"
+        git commit -q -m "Debian's $n patches of libvirt $DEB_BASE (debian/patches/series)"
+        git tag debian
+        unset GIT_AUTHOR_DATE GIT_COMMITTER_DATE
+        : > "$DEB_SRC.fuzz"
+        for p in "$PATCH_DIR"/*.patch; do
+            if ! git am -q --committer-date-is-author-date "$p" > /dev/null 2>&1; then
+                # Debian's patches moved its context: apply with less of it.
+                git am --abort >/dev/null 2>&1 || true
+                git am -q -C1 --committer-date-is-author-date "$p" || {
+                    git am --abort >/dev/null 2>&1 || true
+                    die "patch $(basename "$p") does not apply over Debian's $DEB_BASE patches"; }
+                basename "$p" >> "$DEB_SRC.fuzz"
+            fi
+        done
+    )
+    echo "$want" > "$stamp"
 }
 
 # --- 2. the patched tree, configured as Debian configures it ---------------
 deb_meson_opts() {
     local multiarch
-    multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
+    multiarch=$(inbuild dpkg-architecture -qDEB_HOST_MULTIARCH)
     MESON_OPTS=(
         --native-file="$TOP/scripts/meson-native.ini"
         --prefix=/usr --libdir="lib/$multiarch" --libexecdir=lib/libvirt
@@ -138,33 +255,33 @@ build_stage() {
     # Debian's hardening and optimisation flags, without the build path
     # maps that only make sense inside dpkg-buildpackage.
     local cflags cppflags ldflags
-    cflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS | sed 's/-ffile-prefix-map=[^ ]*//g')
-    cppflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS)
-    ldflags=$(DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)
+    cflags=$(inbuild env DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS | sed 's/-ffile-prefix-map=[^ ]*//g')
+    cppflags=$(inbuild env DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS)
+    ldflags=$(inbuild env DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)
     local stamp="$OBJ/.deb-options"
     local want
     want=$(printf '%s\n' "${MESON_OPTS[@]}" "$cflags" "$cppflags" "$ldflags" | sha256sum | cut -d' ' -f1)
     if [ ! -f "$OBJ/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         rm -rf "$OBJ"
-        msg "configure obj-deb (Debian's configuration)"
-        CFLAGS="$cflags $cppflags" LDFLAGS="$ldflags" \
-            meson setup "$OBJ" "$SRC_DIR" "${MESON_OPTS[@]}" > "$OBJ.configure.log" 2>&1 || {
+        msg "configure $(basename "$OBJ") (Debian's $DEB_SUITE configuration)"
+        inbuild env CFLAGS="$cflags $cppflags" LDFLAGS="$ldflags" \
+            meson setup "$OBJ" "$DEB_SRC" "${MESON_OPTS[@]}" > "$OBJ.configure.log" 2>&1 || {
             tail -30 "$OBJ.configure.log" >&2; die "meson setup failed (full log: $OBJ.configure.log)"; }
         echo "$want" > "$stamp"
     fi
-    msg "build obj-deb"
-    lv_ninja "$OBJ" obj-deb
+    msg "build $(basename "$OBJ")${DEB_ROOT:+ in the $DEB_SUITE build root}"
+    LV_RUN=inbuild lv_ninja "$OBJ" "$(basename "$OBJ")"
     rm -rf "$STAGE"
-    DESTDIR="$STAGE" meson install -C "$OBJ" --quiet --no-rebuild > "$OBJ.install.log" 2>&1 || {
+    inbuild env DESTDIR="$STAGE" meson install -C "$OBJ" --quiet --no-rebuild > "$OBJ.install.log" 2>&1 || {
         tail -20 "$OBJ.install.log" >&2; die "staging install failed"; }
 }
 
 # --- 3. and 4. repack ------------------------------------------------------
 is_elf() { [ "$(head -c4 "$1" | od -An -c | tr -d ' ')" = '177ELF' ]; }
-strip_elf() {  # as dh_strip does
+strip_elf() {  # as dh_strip does (with the binutils of the build)
     case $1 in
-    *.so|*.so.*) strip --remove-section=.comment --remove-section=.note --strip-unneeded "$1" ;;
-    *) strip --remove-section=.comment --remove-section=.note "$1" ;;
+    *.so|*.so.*) inbuild strip --remove-section=.comment --remove-section=.note --strip-unneeded "$1" ;;
+    *) inbuild strip --remove-section=.comment --remove-section=.note "$1" ;;
     esac
 }
 # The file the staging root has for Debian's path $1, or nothing.
@@ -175,7 +292,7 @@ stage_file() {
     /usr/share/man/*.gz)
         [ -f "$STAGE${p%.gz}" ] && echo "$STAGE${p%.gz}" ;;
     /usr/share/doc/*/NEWS.gz)
-        echo "$SRC_DIR/NEWS.rst" ;;
+        echo "$DEB_SRC/NEWS.rst" ;;
     esac
 }
 changelog_entry() {
@@ -189,7 +306,8 @@ libvirt ($DEB_VERSION) $DEB_SUITE; urgency=medium
     post-copy, storage (NBD) and post-copy recovery through the libvirtd
     connection; 'virsh capabilities' lists them under
     <migration_features><tunnelled>.  Debian's packaging, configuration
-    and maintainer scripts are unchanged.
+    and maintainer scripts are unchanged.$([ -z "$DEB_ROOT" ] ||
+    printf "\n  * Debian's own patches of %s (debian/patches) are applied first." "$DEB_BASE")
 
  -- $DEB_MAINTAINER  $when
 
@@ -214,7 +332,7 @@ repack() {  # repack DEB
             # Text in Debian's binary that ours lacks: what Debian's own
             # source patches (unavailable here) change, or the series removes.
             comm -23 <(strings -n 8 "$WORK/.debian-elf" | grep -E '[A-Za-z]{4}' | grep -E '[-_/ %]' |
-                       grep -vE '\.debug$|^\.gnu_debug|/usr/lib/debug/|^\.\./\.\./|^/build/reproducible-path/|^libvirt version: ' | sort -u) \
+                       grep -vE '\.debug$|^\.gnu_debug|/usr/lib/debug/|^\.\./\.\./|^/build/reproducible-path/|^libvirt version: |/lib64/ld-linux-x86-64\.so\.2$' | sort -u) \
                      <(strings -n 8 "$f" | sort -u) | sed "s|^|$name $rel: |" >> "$WORK/strings"
             n_elf=$((n_elf + 1))
             echo "$name $rel ELF" >> "$WORK/replaced"
@@ -239,7 +357,7 @@ repack() {  # repack DEB
         if ! [[ $rel =~ $DEB_EXPECTED ]]; then
             diff -u <(case $rel in *.gz) gzip -dc "$f";; *) cat "$f";; esac) \
                     <(case $rel in *.gz) gzip -dc "$tmp.gz";; *) cat "$tmp.gz";; esac) \
-                    >> "$BUILD_DIR/deb/drift.diff" || true
+                    >> "$(dirname "$WORK")/drift.diff" || true
             echo "$name: $rel" >> "$WORK/drift"
             continue
         fi
@@ -290,13 +408,22 @@ repack() {  # repack DEB
 
 NPATCHES=$(find "$PATCH_DIR" -maxdepth 1 -name '*.patch' | wc -l)
 
-# Packages are a function of the tree and this script: a clean clone
-# reuses what an earlier run built from the same ones (outside the clone,
-# like the tarball and ccache), unless DEB_REBUILD is set.
-DEB_CACHE=$CACHE_DIR/debs
+if [ "$DEB_TARGET" = trixie ]; then
+    . "$TOP/scripts/debian-root.sh"   # inroot
+    DEB_ROOT=$("$TOP/scripts/debian-root.sh" "$DEB_SUITE" build "$DEB_BASE")
+    prepare_tree
+else
+    [ -d "$SRC_DIR/.git" ] || die "no tree at $SRC_DIR; run 'make tree'"
+fi
+
+# Packages are a function of the tree and this script (and of the build
+# root's packages): a clean clone reuses what an earlier run built from the
+# same ones (outside the clone, like the tarball and ccache), unless
+# DEB_REBUILD is set.
 key=""
-if [ -z "$(git -C "$SRC_DIR" status --porcelain --untracked-files=no)" ]; then
-    key=$({ git -C "$SRC_DIR" rev-parse 'HEAD^{tree}'; sha256sum < "$0"; echo "$DEB_VERSION"; } |
+if [ -z "$(git -C "$DEB_SRC" status --porcelain --untracked-files=no)" ]; then
+    key=$({ git -C "$DEB_SRC" rev-parse 'HEAD^{tree}'; sha256sum < "$0"; echo "$DEB_VERSION"
+            [ -z "$DEB_ROOT" ] || sha256sum < "$DEB_ROOT/var/lib/dpkg/status"; } |
           sha256sum | cut -c1-16)
 fi
 if [ -n "$key" ] && [ -z "${DEB_REBUILD:-}" ] && [ -f "$DEB_CACHE/$key/SUMMARY" ]; then
@@ -312,15 +439,21 @@ build_stage
 # Built aside, moved into place only once everything is checked: a failed
 # run leaves no packages behind.
 FINAL=$OUT
-OUT=$BUILD_DIR/deb/out
+OUT=$(dirname "$WORK")/out
 rm -rf "$WORK" "$OUT" "$FINAL"
 mkdir -p "$WORK" "$OUT"
 : > "$WORK/replaced"
 : > "$WORK/strings"
-rm -f "$BUILD_DIR/deb/drift.diff"
+rm -f "$(dirname "$WORK")/drift.diff"
 msg "repack Debian's packages as $DEB_VERSION"
 {
     echo "libvirt $DEB_VERSION: Debian's $DEB_BASE packages rebuilt with $NPATCHES patches"
+    if [ -n "$DEB_ROOT" ]; then
+        echo "built in a $DEB_SUITE root ($(inbuild gcc --version | head -1)) from the orig tarball"
+        echo "+ $(git -C "$DEB_SRC" log -1 --format=%s debian)"
+        [ ! -s "$DEB_SRC.fuzz" ] ||
+            echo "+ the series; applied with one line of context over Debian's patches: $(tr '\n' ' ' < "$DEB_SRC.fuzz")"
+    fi
     echo
 } > "$OUT/SUMMARY"
 for deb in "$DL"/*.deb; do
@@ -328,7 +461,7 @@ for deb in "$DL"/*.deb; do
 done
 if [ -s "$WORK/drift" ]; then
     sed 's/^/  /' "$WORK/drift" >&2
-    die "(diffs in $BUILD_DIR/deb/drift.diff) these files differ from Debian's and the series does not change them: the configuration drifted from Debian's"
+    die "(diffs in $(dirname "$WORK")/drift.diff) these files differ from Debian's and the series does not change them: the configuration drifted from Debian's"
 fi
 {
     echo
@@ -352,6 +485,24 @@ for deb in "$DL"/*.deb; do
         head -20 "$WORK/layout.diff" >&2
         die "$name: the file list, modes or owners differ from Debian's"
     fi
+done
+# Our version sorts above Debian's, satisfies every versioned dependency
+# between the packages (the arch-all packages' "<< BASE.1~" bounds) and
+# none of their Breaks.
+dpkg --compare-versions "$DEB_VERSION" gt "$DEB_BASE" || die "$DEB_VERSION does not sort above $DEB_BASE"
+for deb in "$OUT"/*.deb; do
+    for field in Pre-Depends Depends Recommends Breaks; do
+        dpkg-deb -f "$deb" "$field" |
+            { grep -oE 'libvirt[a-z0-9-]* \((<<|<=|>=|=|>>) [^)]*\)' || true; } | tr -d '()' |
+            while read -r dep op v; do
+                if dpkg --compare-versions "$DEB_VERSION" "$op" "$v"; then
+                    [ "$field" != Breaks ] && continue
+                elif [ "$field" = Breaks ]; then
+                    continue
+                fi
+                die "$(dpkg-deb -f "$deb" Package): $field: $dep ($op $v) and $DEB_VERSION"
+            done
+    done
 done
 # A flat repository index, so hosts can install with apt from this directory.
 echo "$DEB_BASE" > "$OUT/debian-base"   # for the lab: which Debian packages these replace

@@ -4,7 +4,8 @@
 # Build: what libvirt 11.3.0 needs for the features we configure.
 # Lab:   QEMU 10.0 (bookworm-backports), busybox-static, TLS tooling.
 #
-# Deb:   what make deb needs to build with Debian's configuration.
+# Deb:   what make deb needs to build with Debian's configuration, and
+#        debootstrap for make deb-trixie (its trixie root gets the rest).
 #
 # Nova:  Debian 12's python3-nova (nova 26.2.2) with its dependencies, and
 #        what its unit tests need (scripts/nova-tests.sh).
@@ -43,6 +44,7 @@ DEB_PKGS=(
     libpciaccess-dev librados-dev librbd-dev libsanlock-dev libsasl2-dev
     libselinux1-dev libssh-dev libssh2-1-dev libtasn1-6-dev libudev-dev
     libwireshark-dev libxen-dev lvm2 mount numad open-iscsi systemtap-sdt-dev
+    debootstrap      # make deb-trixie's build root and the trixie lab host's root
 )
 BPO_PKGS=(qemu-system-x86 qemu-utils)
 BPO_LIST=/etc/apt/sources.list.d/libvirt-tunnel-bpo.sources
