@@ -6,7 +6,7 @@ set -uo pipefail
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 . "$TOP/scripts/common.sh"
 fails=0
-for t in qemumigrationtunneltest virnetclienttest qemumigrationopentunneltest; do
+for t in qemumigrationtunneltest virnetclienttest qemumigrationopentunneltest fdstreamtest; do
     bin=$OBJ_DIR/tests/$t
     if [ ! -x "$bin" ]; then
         echo "not ok - $t is not built"; fails=$((fails + 1)); continue
