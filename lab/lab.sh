@@ -2,10 +2,12 @@
 # The two-host (N-host) lab: independent libvirt hosts on one machine.
 #
 #   lab.sh pki                          generate the TLS PKI (once)
-#   lab.sh start NAME N [--stock] [--split] [--packaged]
+#   lab.sh start NAME N [--stock] [--split] [--packaged] [--trixie]
 #                                       start host NAME at 127.0.0.(N+1)
 #                                       (--packaged: Debian's packages, then
-#                                       make deb's over them, run from /usr)
+#                                       make deb's over them, run from /usr;
+#                                       --trixie: the same on a Debian 13 root
+#                                       with make deb-trixie's)
 #   lab.sh stop NAME | stop-all         kill everything a host started
 #   lab.sh restart NAME [--kill]        restart a host's libvirt daemons
 #                                       (SIGTERM, or SIGKILL as a crash)
@@ -27,6 +29,10 @@
 # libvirt 11.3.0 packages and then upgrades them from build/debs/ (make deb)
 # as a local apt repository, as the README tells operators, and whose libvirtd and virtlogd run from /usr with
 # Debian's configuration plus the lab's listen, identity and PKI settings.
+# A --trixie host is the same on a Debian 13 system: an overlay of the
+# trixie root that scripts/debian-root.sh made (Debian's libvirt 11.3.0 and
+# trixie's QEMU installed by apt from Debian's archive), upgraded from
+# build/debs-trixie/ (make deb-trixie).
 # Environment:
 #   LAB_QEMU_ROOT=1     QEMU as root with no security driver (debugging only)
 #   LAB_LOG_FILTERS     the daemons' log_filters (default: debug for migration)
@@ -176,12 +182,21 @@ packaged_debs() {  # packaged_debs DIR
     done
 }
 
+# The root a --trixie host's overlay starts from (debian-root.sh's).
+trixie_root() { echo "$CACHE_DIR/trixie-root/lab"; }
+
 # init.sh of a --packaged host: runs as PID 1's child in its namespaces.
-packaged_init() {  # packaged_init NAME ADDR H
-    local name=$1 addr=$2 H=$3 R=$3/root
-    local debian uuid ddir
-    ddir=$CACHE_DIR/debian-$(cat "$BUILD_DIR/debs/debian-base")
-    debian=$(packaged_debs "$ddir" | tr '\n' ' ')
+# SUITE bookworm: an overlay of this machine's root, where dpkg installs
+# Debian's packages; trixie: an overlay of the trixie root, which has them.
+packaged_init() {  # packaged_init NAME ADDR H SUITE
+    local name=$1 addr=$2 H=$3 R=$3/root suite=$4
+    local debian="" uuid ddir="" lower=/ repo=$BUILD_DIR/debs
+    if [ "$suite" = trixie ]; then
+        lower=$(trixie_root) repo=$BUILD_DIR/debs-trixie
+    else
+        ddir=$CACHE_DIR/debian-$(cat "$repo/debian-base")
+        debian=$(packaged_debs "$ddir" | tr '\n' ' ')
+    fi
     uuid=$(host_uuid "$name")
     cat <<EOS
 #!/bin/bash
@@ -189,18 +204,18 @@ set -euo pipefail
 exec >> "$H/ns.log" 2>&1
 # lab.sh waits for "ready", and gives up at once on "failed".
 trap 'echo failed > "$H/init-status"' ERR
-# The host's root: this machine's, with every change kept in memory.
+# The host's root: $([ "$suite" = trixie ] && echo "the trixie root" || echo "this machine's"), with every change kept in memory.
 mkdir -p "$H/ovl" "$R"
 mount -t tmpfs -o size=4g lab-$name "$H/ovl"
 mkdir -p "$H/ovl/upper" "$H/ovl/work"
-mount -t overlay lab-$name -o lowerdir=/,upperdir="$H/ovl/upper",workdir="$H/ovl/work" "$R"
+mount -t overlay lab-$name -o lowerdir="$lower",upperdir="$H/ovl/upper",workdir="$H/ovl/work" "$R"
 mount --rbind /dev "$R/dev"
 mount --bind /proc "$R/proc"
 mount --rbind /sys "$R/sys"
 # The lab's files (guests, disks, packages) are the real ones.
-mkdir -p "$R$BUILD_DIR" "$R$ddir"
+mkdir -p "$R$BUILD_DIR"
 mount --bind "$BUILD_DIR" "$R$BUILD_DIR"
-mount --bind "$ddir" "$R$ddir"
+$([ -z "$debian" ] || printf 'mkdir -p "%s"\nmount --bind "%s" "%s"\n' "$R$ddir" "$ddir" "$R$ddir")
 mount --bind "$H/private" "$R$PRIVATE"
 mount --bind "$H/private" "$PRIVATE"   # for the lab's checks (nsenter)
 touch "$R/etc/hosts"
@@ -211,14 +226,18 @@ printf '#!/bin/sh\nexit 101\n' > "$R/usr/sbin/policy-rc.d"
 chmod 755 "$R/usr/sbin/policy-rc.d"
 inroot() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive "\$@"; }
 echo "== Debian's libvirt packages"
-# (dpkg: apt would rather fetch the same version from the archive)
-timeout 300 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
-    dpkg -i $debian > "$H/apt-debian.log" 2>&1
+$(if [ -n "$debian" ]; then
+    echo "# (dpkg: apt would rather fetch the same version from the archive)"
+    echo "timeout 300 chroot \"$R\" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \\"
+    echo "    dpkg -i $debian > \"$H/apt-debian.log\" 2>&1"
+else
+    echo "# (the trixie root has them: apt installed them from Debian's archive)"
+fi)
 inroot dpkg-query -W -f '\${db:Status-Status} \${source:Package} \${Package} \${Version}\n' |
     awk '\$1 == "installed" && \$2 == "libvirt" {print \$3, \$4}' > "$H/dpkg-debian.txt"
 echo "== make deb's packages over them"
 # As the README tells operators: build/debs/ as a local apt repository.
-echo "deb [trusted=yes] file:$BUILD_DIR/debs ./" > "$R/etc/apt/sources.list.d/libvirt-tunnel.list"
+echo "deb [trusted=yes] file:$repo ./" > "$R/etc/apt/sources.list.d/libvirt-tunnel.list"
 timeout 120 chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin apt-get update -q \
     -o Dir::Etc::SourceList=sources.list.d/libvirt-tunnel.list -o Dir::Etc::SourceParts=- \
     -o APT::Get::List-Cleanup=0 > "$H/apt-ours.log" 2>&1
@@ -275,7 +294,7 @@ EOS
 
 cmd_start() {
     local name=$1 idx=$2; shift 2
-    local stock=0 split=0 packaged=0
+    local stock=0 split=0 packaged=0 suite=bookworm
     # LAB_VALGRIND=1: a patched monolithic libvirtd runs under valgrind
     # (leak report in build/lab/hosts/NAME/valgrind-PID.log on stop).
     local vg=${LAB_VALGRIND:-}
@@ -284,12 +303,13 @@ cmd_start() {
         --stock) stock=1 ;;
         --split) split=1 ;;
         --packaged) packaged=1 ;;
+        --trixie) packaged=1 suite=trixie ;;
         *) die "lab: unknown option $a" ;;
         esac
     done
     lab_prepare
     if [ $packaged = 1 ]; then
-        start_packaged "$name" "$idx"
+        start_packaged "$name" "$idx" "$suite"
         return
     fi
     local P=$PREFIX
@@ -405,12 +425,19 @@ EOS
     echo "lab: host $name up at $addr ($( [ $stock = 1 ] && echo stock || echo patched ), $( [ $split = 1 ] && echo split || echo monolithic ))"
 }
 
-start_packaged() {
-    local name=$1 idx=$2 H=$HOSTS/$1 addr
+start_packaged() {  # start_packaged NAME N SUITE
+    local name=$1 idx=$2 suite=$3 H=$HOSTS/$1 addr
     addr=$(host_addr "$idx")
-    compgen -G "$BUILD_DIR/debs/*.deb" >/dev/null || die "lab: no packages in $BUILD_DIR/debs (run 'make deb')"
-    compgen -G "$CACHE_DIR/debian-$(cat "$BUILD_DIR/debs/debian-base" 2>/dev/null)/*.deb" >/dev/null ||
-        die "lab: Debian's packages are not in $CACHE_DIR (run 'make deb')"
+    if [ "$suite" = trixie ]; then
+        compgen -G "$BUILD_DIR/debs-trixie/*.deb" >/dev/null ||
+            die "lab: no packages in $BUILD_DIR/debs-trixie (run 'make deb-trixie')"
+        [ "$(cat "$(trixie_root)/.complete" 2>/dev/null)" = "$(cat "$BUILD_DIR/debs-trixie/debian-base")" ] ||
+            die "lab: no trixie root with Debian's libvirt $(cat "$BUILD_DIR/debs-trixie/debian-base") at $(trixie_root) (run 'make check-trixie')"
+    else
+        compgen -G "$BUILD_DIR/debs/*.deb" >/dev/null || die "lab: no packages in $BUILD_DIR/debs (run 'make deb')"
+        compgen -G "$CACHE_DIR/debian-$(cat "$BUILD_DIR/debs/debian-base" 2>/dev/null)/*.deb" >/dev/null ||
+            die "lab: Debian's packages are not in $CACHE_DIR (run 'make deb')"
+    fi
     [ -f "$H/pid" ] && kill -0 "$(cat "$H/pid")" 2>/dev/null && die "lab: host $name is already running"
     rm -rf "$H"
     mkdir -p "$H/private" "$H/var/log/libvirt"
@@ -421,7 +448,8 @@ start_packaged() {
     echo 0 > "$H/split"
     echo 0 > "$H/stock"
     echo 1 > "$H/packaged"
-    packaged_init "$name" "$addr" "$H" > "$H/init.sh"
+    echo "$suite" > "$H/suite"
+    packaged_init "$name" "$addr" "$H" "$suite" > "$H/init.sh"
     echo "exec \"$H/daemons.sh\"" >> "$H/init.sh"
     chmod +x "$H/init.sh" "$H/daemons.sh"
     spawn_host "$name" "$H/nsinit.log"
@@ -440,7 +468,7 @@ start_packaged() {
         cmd_stop "$name"
         die "lab: packaged host $name did not come up"
     fi
-    echo "lab: host $name up at $addr (Debian packages from make deb, /usr/sbin/libvirtd)"
+    echo "lab: host $name up at $addr ($suite: Debian packages from make deb$([ "$suite" = trixie ] && echo -trixie), /usr/sbin/libvirtd)"
 }
 
 # Ready when the daemon answers over TCP (first start probes QEMU: ~2 s).

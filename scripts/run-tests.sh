@@ -4,6 +4,7 @@
 #   run-tests.sh --unit-only   skip the lab
 #   run-tests.sh --lab-only    only the lab
 #   run-tests.sh --lab-heavy   only the lab's heavy fault cases (make check-faults)
+#   run-tests.sh --lab-trixie  only the trixie host's case (make check-trixie)
 # Assumes the tree is built (make build stock guest).
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
@@ -13,6 +14,7 @@ case ${1:-} in
 --unit-only) do_lab=0 ;;
 --lab-only) do_meson=0 do_unit=0 ;;
 --lab-heavy) do_meson=0 do_unit=0 lab_args=(--heavy) ;;
+--lab-trixie) do_meson=0 do_unit=0 lab_args=(-k "trixie: ") ;;
 "") ;;
 *) die "unknown option $1" ;;
 esac

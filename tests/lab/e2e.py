@@ -12,7 +12,8 @@ is left on B).
 
 By default the runner leaves out the heavy cases (long variants of fault
 cases it runs: `make check`); --heavy runs only those (`make
-check-faults`), --all both.  -k picks from every case.
+check-faults`), --all both.  -k picks from every case, including those
+that only -k runs (the trixie host's: `make check-trixie`).
 
 LAB_BREAK=disk flips a byte of the migrated disk before it is verified, and
 LAB_BREAK=mem makes the guest flip a memory bit: either must make the cases
@@ -43,6 +44,11 @@ CASE_MODULES = (cases_precopy, cases_postcopy, cases_storage, cases_rpc, cases_f
 
 # ---------------------------------------------------------------- runner
 
+# Host kinds that are Debian systems with the packages: bookworm's (this
+# machine's root) and trixie's (a Debian 13 root).
+PACKAGED = {"packaged": True, "packaged-trixie": "trixie"}
+
+
 class Lab:
     """Keeps hosts A and B running while consecutive cases share a setup."""
 
@@ -54,9 +60,9 @@ class Lab:
         if self.key != (ka, kb, env):
             self.stop()
             self.a = Host("a", 1, stock=ka.startswith("stock"), split=ka.endswith("+split"),
-                          packaged=ka == "packaged", env=dict(env))
+                          packaged=PACKAGED.get(ka, False), env=dict(env))
             self.b = Host("b", 2, stock=kb.startswith("stock"), split=kb.endswith("+split"),
-                          packaged=kb == "packaged", env=dict(env))
+                          packaged=PACKAGED.get(kb, False), env=dict(env))
             self.a.start()
             self.b.start()
             self.key = (ka, kb, env)
@@ -108,10 +114,12 @@ def main():
     which.add_argument("--heavy", action="store_true", help="only the heavy fault cases")
     which.add_argument("--all", action="store_true", help="every case")
     opts = ap.parse_args()
-    if opts.k or opts.all:
+    if opts.k:
         cases = [c for c in CASES if opts.k in c["name"]]
+    elif opts.all:
+        cases = [c for c in CASES if not c["optin"]]
     else:
-        cases = [c for c in CASES if c["heavy"] == opts.heavy]
+        cases = [c for c in CASES if c["heavy"] == opts.heavy and not c["optin"]]
     if opts.list:
         for c in cases:
             print(c["name"] + ("  [expected failure]" if c["xfail"] else "") +

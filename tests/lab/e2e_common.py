@@ -28,14 +28,17 @@ REFUSE_TUNNEL_TLS = ("TLS migration is not supported with tunnelled migration, t
 CASES = []
 
 
-def case(name, a="patched", b="patched", xfail=None, env=None, heavy=False):
-    """Register a test.  a/b: 'patched', 'stock', optionally '+split'.
+def case(name, a="patched", b="patched", xfail=None, env=None, heavy=False, optin=False):
+    """Register a test.  a/b: 'patched', 'stock', optionally '+split';
+    'packaged', 'packaged-trixie'.
     env: variables for lab.sh when it starts both hosts (LAB_LOG_FILTERS,
     LAB_DAEMON_CONF).  heavy: a long fault case that `make check` leaves to
-    `make check-faults` (a variant of one that `make check` runs)."""
+    `make check-faults` (a variant of one that `make check` runs).
+    optin: only run when -k names it (its preparation is too long for CI)."""
     def deco(fn):
         CASES.append({"name": name, "fn": fn, "a": a, "b": b, "xfail": xfail,
-                      "env": tuple(sorted((env or {}).items())), "heavy": heavy})
+                      "env": tuple(sorted((env or {}).items())), "heavy": heavy,
+                      "optin": optin})
         return fn
     return deco
 

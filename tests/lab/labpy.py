@@ -71,7 +71,9 @@ class Host:
             args.append("--stock")
         if self.split:
             args.append("--split")
-        if self.packaged:
+        if self.packaged == "trixie":
+            args.append("--trixie")   # a packaged host on a Debian 13 root
+        elif self.packaged:
             args.append("--packaged")
         # A packaged host installs Debian's packages, then ours, first.
         run(args, timeout=900 if self.packaged else 120, env=dict(os.environ, **self.env))
