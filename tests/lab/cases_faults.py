@@ -10,7 +10,7 @@ from labpy import LAB, LinkProxy, RpcHoldProxy, SlowNbdDisk
 from e2e_common import (Failure, GNAME, case, caught_up, check, check_daemons, check_keepalive,
                          check_no_blockjob,
                          copy_progress, daemons_now, disk_mib, fds_of, fill_outside_ring,
-                         guest_busy, guest_disks, jobinfo, log, mib_processed, migrate,
+                         guest_busy, guest_disks, guest_nodisk, jobinfo, log, mib_processed, migrate,
                          mirrors_running, nbd_sockets, prepare_disks, run, slow_disks_xml,
                          tunnel_or_native, verify_migrated, wait_for)
 
@@ -124,6 +124,80 @@ def t_tunnel_storage_destroyed(a, b):
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "copy-storage-all"])
     check(rc == 0, "migration after the destroy failed: %s" % out)
     verify_migrated(a, b, g, storage=True)
+
+
+@case("tunnelled precopy: the destination domain destroyed by another client; no leaks")
+def t_tunnel_dest_destroyed(a, b):
+    """`virsh destroy` on B, by a client other than the migration, while
+    pre-copy moves through the tunnel: the migration fails with an error,
+    the guest keeps running on A, clean, both daemons hold the descriptors
+    they held before, and the guest migrates again."""
+    g = guest_nodisk(); g.start(a)
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    daemons = daemons_now(a, b)
+    fds_a, fds_b = fds_of(a), fds_of(b)
+
+    def destroy(proc):
+        wait_for("4 MiB through the tunnel", lambda: proc.poll() is not None
+                 or mib_processed(a) > 4, 60)
+        check(proc.poll() is None, "the migration ended before the destroy")
+        p = b.virsh("destroy", GNAME, check_rc=False)
+        log("$ virsh -c B destroy %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
+        check(p.returncode == 0, "destroy on B failed: %s" % p.stderr.strip())
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], during=destroy,
+                      extra=["--bandwidth", "8"], timeout=120)
+    check(rc != 0, "the migration succeeded although B's domain was destroyed")
+    log("error: %s" % out.strip().splitlines()[-1])
+    check_daemons(daemons)
+    check(a.domstate(GNAME) == "running (booted)", "source state %r" % a.domstate(GNAME))
+    wait_for("B to have no domain and no QEMU", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    g.wait_progress(a, "guest progress on A after the failure", timeout=60)
+    g.check_clean(a)
+    wait_for("the daemons to hold what they held before the migration",
+             lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"])
+    check(rc == 0, "migration after the destroy failed: %s" % out)
+    verify_migrated(a, b, g)
+
+
+@case("tunnelled precopy: the source QEMU killed mid-migration; no leaks")
+def t_tunnel_src_qemu_killed(a, b):
+    """A's QEMU dies (SIGKILL) while pre-copy moves through the tunnel: the
+    job notices, fails with an error and closes its tunnel; A's domain is
+    shut off as crashed, B drops its domain, both daemons survive with the
+    descriptors they held before, and a new boot of the guest migrates."""
+    g = guest_nodisk(); g.start(a)
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    daemons = daemons_now(a, b)
+    fds_a, fds_b = fds_of(a), fds_of(b)
+
+    def kill(proc):
+        wait_for("4 MiB through the tunnel", lambda: proc.poll() is not None
+                 or mib_processed(a) > 4, 60)
+        pids = a.qemu_pids()
+        check(proc.poll() is None and len(pids) == 1,
+              "no migration from A in progress (QEMU on A: %s)" % pids)
+        os.kill(pids[0], signal.SIGKILL)
+        log("A's QEMU killed")
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], during=kill,
+                      extra=["--bandwidth", "8"], timeout=120)
+    check(rc != 0, "the migration succeeded although A's QEMU was killed")
+    log("error: %s" % out.strip().splitlines()[-1])
+    check_daemons(daemons)
+    wait_for("A's domain to be shut off", lambda: (a.domstate(GNAME) or "").startswith(
+        "shut off"), 60)
+    log("A: %s" % a.domstate(GNAME))
+    wait_for("B to have no domain and no QEMU", lambda: b.domstate(GNAME) is None
+             and not b.qemu_pids(), 60)
+    os.unlink(g.console(a))
+    a.virsh("start", GNAME)
+    g.wait_progress(a, "guest progress on A after a new start", timeout=90)
+    wait_for("the daemons to hold what they held before the migration",
+             lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"])
+    check(rc == 0, "migration after the kill failed: %s" % out)
+    verify_migrated(a, b, g)
 
 
 def kept_on_a_after_cut(a, b, g, daemons):

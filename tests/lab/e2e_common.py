@@ -133,8 +133,8 @@ def verify_migrated(a, b, g, postcopy=False, storage=None, source_stats=None):
     # The destination keeps incoming stats only for precopy completions.
     check(dst.get("Operation") in (None, "Incoming migration"),
           "destination job operation %r" % dst.get("Operation"))
-    mem_total = float(src.get("Memory total", "0 MiB").split()[0])
-    mem_done = float(src.get("Memory processed", "0 MiB").split()[0])
+    mem_total = mib_of(src, "Memory total")
+    mem_done = mib_of(src, "Memory processed")
     check(mem_total > 200, "source reports memory total %s" % src.get("Memory total"))
     check(mem_done > 10, "source reports memory processed %s" % src.get("Memory processed"))
     check(src.get("Memory remaining", "").startswith("0.000"), "memory remaining %s" % src.get("Memory remaining"))
