@@ -97,16 +97,24 @@ def t_parallel_from_stock(a, b):
     verify_refused(a, b, g, rc, out, REFUSE_PARALLEL_SRC, daemons)
 
 
-@case("tunnelled --parallel --postcopy is refused as natively")
-def t_parallel_postcopy(a, b):
+REFUSE_PARALLEL_POSTCOPY = "post-copy is not supported with parallel tunnelled migration"
+REFUSE_TUNNEL_ZEROCOPY = "zero-copy migration is not supported with tunnelled migration"
+
+
+@case("tunnelled --parallel with --postcopy or --zerocopy is refused before it starts")
+def t_parallel_refused(a, b):
+    """QEMU 10.0 refuses multifd with post-copy natively; libvirt refuses it
+    with a parallel tunnelled migration before anything starts, and
+    zero-copy, which needs TCP sockets, with any tunnelled migration."""
     g = guest_nodisk(); g.start(a)
     daemons = daemons_now(a, b)
     rc, out = migrate(a, b, ["live", "p2p", "parallel", "postcopy"])
     check(rc != 0, "native --parallel --postcopy was not refused: QEMU allows it now")
-    native = out.strip().splitlines()[-1]
-    log("natively: %s" % native)
+    log("natively: %s" % out.strip().splitlines()[-1])
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel", "postcopy"])
-    verify_refused(a, b, g, rc, out, native.split(": ", 1)[-1], daemons)
+    verify_refused(a, b, g, rc, out, REFUSE_PARALLEL_POSTCOPY, daemons)
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "parallel", "zerocopy"])
+    verify_refused(a, b, g, rc, out, REFUSE_TUNNEL_ZEROCOPY, daemons)
 
 
 @case("tunnelled --parallel: domjobabort mid-migration leaves the guest on A, no leaks")
