@@ -161,7 +161,7 @@ def t_tunnel_dest_destroyed(a, b):
     verify_migrated(a, b, g)
 
 
-@case("tunnelled precopy: the source QEMU killed mid-migration; no leaks")
+@case("tunnelled precopy: the source QEMU killed mid-migration; no leaks", heavy=True)
 def t_tunnel_src_qemu_killed(a, b):
     """A's QEMU dies (SIGKILL) while pre-copy moves through the tunnel: the
     job notices, fails with an error and closes its tunnel; A's domain is

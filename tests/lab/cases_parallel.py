@@ -63,7 +63,7 @@ def t_parallel_tcp(a, b):
     parallel(a, b, g)
 
 
-@case("tunnelled --parallel --parallel-connections 4 over qemu+tls")
+@case("tunnelled --parallel --parallel-connections 4 over qemu+tls", heavy=True)
 def t_parallel_tls(a, b):
     g = guest_nodisk(); g.start(a)
     parallel(a, b, g, channels=4, transport="tls")
@@ -75,7 +75,7 @@ def t_parallel_storage(a, b):
     parallel(a, b, g, channels=3, flags=["copy-storage-all"], api=True, storage=True)
 
 
-@case("tunnelled --parallel with zstd compression")
+@case("tunnelled --parallel with zstd compression", heavy=True)
 def t_parallel_zstd(a, b):
     g = guest_nodisk(); g.start(a)
     parallel(a, b, g, extra=["--compressed", "--comp-methods", "zstd"])
@@ -89,7 +89,7 @@ def t_parallel_to_stock(a, b):
     verify_refused(a, b, g, rc, out, REFUSE_PARALLEL_DEST, daemons)
 
 
-@case("tunnelled --parallel from a stock source is refused", a="stock")
+@case("tunnelled --parallel from a stock source is refused", a="stock", heavy=True)
 def t_parallel_from_stock(a, b):
     g = guest_nodisk(); g.start(a)
     daemons = daemons_now(a, b)
