@@ -9,10 +9,10 @@ import time
 from labpy import LAB, LinkProxy, RpcHoldProxy, SlowNbdDisk
 from e2e_common import (Failure, GNAME, case, caught_up, check, check_daemons, check_keepalive,
                          check_no_blockjob,
-                         copy_progress, daemons_now, disk_mib, fds_of, fill_outside_ring,
+                         copy_progress, daemons_now, disk_mib, fault_baseline, fds_of, fill_outside_ring,
                          guest_busy, guest_disks, guest_nodisk, jobinfo, log, mib_processed, migrate,
                          mirrors_running, nbd_sockets, prepare_disks, run, slow_disks_xml,
-                         tunnel_or_native, verify_migrated, wait_for)
+                         tunnel_or_native, verify_migrated, wait_fds_back, wait_for)
 
 
 @case("tunnelled precopy: link cut keeps the guest running on the source")
@@ -133,9 +133,7 @@ def t_tunnel_dest_destroyed(a, b):
     the guest keeps running on A, clean, both daemons hold the descriptors
     they held before, and the guest migrates again."""
     g = guest_nodisk(); g.start(a)
-    g.wait_progress(a, "guest progress on A", timeout=60)
-    daemons = daemons_now(a, b)
-    fds_a, fds_b = fds_of(a), fds_of(b)
+    daemons, fds = fault_baseline(a, b, g)
 
     def destroy(proc):
         wait_for("4 MiB through the tunnel", lambda: proc.poll() is not None
@@ -154,8 +152,7 @@ def t_tunnel_dest_destroyed(a, b):
              and not b.qemu_pids(), 60)
     g.wait_progress(a, "guest progress on A after the failure", timeout=60)
     g.check_clean(a)
-    wait_for("the daemons to hold what they held before the migration",
-             lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    wait_fds_back(a, b, fds)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled"])
     check(rc == 0, "migration after the destroy failed: %s" % out)
     verify_migrated(a, b, g)
@@ -168,9 +165,7 @@ def t_tunnel_src_qemu_killed(a, b):
     shut off as crashed, B drops its domain, both daemons survive with the
     descriptors they held before, and a new boot of the guest migrates."""
     g = guest_nodisk(); g.start(a)
-    g.wait_progress(a, "guest progress on A", timeout=60)
-    daemons = daemons_now(a, b)
-    fds_a, fds_b = fds_of(a), fds_of(b)
+    daemons, fds = fault_baseline(a, b, g)
 
     def kill(proc):
         wait_for("4 MiB through the tunnel", lambda: proc.poll() is not None
@@ -193,8 +188,7 @@ def t_tunnel_src_qemu_killed(a, b):
     os.unlink(g.console(a))
     a.virsh("start", GNAME)
     g.wait_progress(a, "guest progress on A after a new start", timeout=90)
-    wait_for("the daemons to hold what they held before the migration",
-             lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    wait_fds_back(a, b, fds)
     rc, out = migrate(a, b, ["live", "p2p", "tunnelled"])
     check(rc == 0, "migration after the kill failed: %s" % out)
     verify_migrated(a, b, g)

@@ -12,9 +12,10 @@ on even on a loaded machine, not at guest_busy()'s."""
 import glob
 import os
 
-from e2e_common import (GNAME, case, check, check_daemons, daemons_now, fds_of,
-                         guest_disks, guest_nodisk, jobinfo, log, mib_of, migrate,
-                         prepare_disks, verify_migrated, verify_refused, wait_for)
+from e2e_common import (GNAME, case, check, check_daemons, daemons_now, fault_baseline,
+                         guest_disks, guest_nodisk, log, mib_processed, migrate,
+                         prepare_disks, verify_migrated, verify_refused, wait_fds_back,
+                         wait_for)
 
 REFUSE_PARALLEL_DEST = "destination libvirt does not support parallel migration through a tunnel"
 REFUSE_PARALLEL_SRC = "parallel migration through a tunnel is not supported by the source host"
@@ -124,14 +125,11 @@ def t_parallel_abort(a, b):
     the descriptors they had, and the guest runs on A, which can migrate
     again the same way."""
     g = guest_nodisk(); g.start(a)
-    g.wait_progress(a, "guest progress on A", timeout=60)
-    daemons = daemons_now(a, b)
-    fds_a, fds_b = fds_of(a), fds_of(b)
-    log("daemon fds before: A=%s B=%s" % (fds_a, fds_b))
+    daemons, fds = fault_baseline(a, b, g)
 
     def abort(proc):
         wait_for("4 MiB through the tunnel", lambda: proc.poll() is not None or
-                 mib_of(jobinfo(a, GNAME, completed=False)) > 4, 60)
+                 mib_processed(a) > 4, 60)
         p = a.virsh("domjobabort", GNAME, check_rc=False)
         log("$ virsh domjobabort %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
     # 8 MiB/s for all channels together: the migration would take a minute
@@ -145,8 +143,7 @@ def t_parallel_abort(a, b):
     wait_for("the incoming domain to go from B", lambda: b.domstate(GNAME) is None, 60)
     check(not b.qemu_pids(), "a QEMU was left on the destination")
     check(not source_sockets(a), "the migration socket is left on A: %s" % source_sockets(a))
-    wait_for("the daemons to close what the migration opened",
-             lambda: fds_of(a) == fds_a and fds_of(b) == fds_b, 30)
+    wait_fds_back(a, b, fds)
     g.wait_progress(a, "guest progress on A after the abort", timeout=60)
     g.check_clean(a)
     parallel(a, b, g)

@@ -394,6 +394,22 @@ def fds_of(host):
     return out
 
 
+def fault_baseline(a, b, g):
+    """Before a fault case's migration: the guest runs on A; what the
+    daemons are and which descriptors they hold, to compare afterwards
+    (check_daemons(), wait_fds_back())."""
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    daemons = daemons_now(a, b)
+    fds = (fds_of(a), fds_of(b))
+    log("daemon fds before: A=%s B=%s" % fds)
+    return daemons, fds
+
+
+def wait_fds_back(a, b, fds):
+    wait_for("the daemons to hold what they held before the migration",
+             lambda: (fds_of(a), fds_of(b)) == fds, 30)
+
+
 def nbd_sockets(host):
     return glob.glob(os.path.join(host.dir, "var", "lib", "libvirt", "qemu", "domain-*",
                                   "migration-nbd*.sock"))
