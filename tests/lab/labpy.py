@@ -380,7 +380,9 @@ class Forwarder:
     pause() stops taking data from the clients (they back up as if the
     server stopped reading), blackhole() stops taking data either way (a
     link that drops every packet but is never reset: only a timeout can
-    notice), resume() goes on.
+    notice), resume() goes on.  Once pause() returned, nothing more goes
+    towards the server: data a forwarding thread was already waiting for
+    when it came is held back too, and `written` no longer changes.
 
     Bounded: at most `max_conns` connections; every thread exits once
     close() closed the sockets."""
@@ -398,22 +400,40 @@ class Forwarder:
         self.flowing.set()
         self.flowing_back = threading.Event()
         self.flowing_back.set()
+        # forwards past the gate and not yet counted, per direction
+        self.gate = threading.Condition()
+        self.inflight = {True: 0, False: 0}
+        self.held_bytes = 0   # bytes towards the server held back at the gate
         threading.Thread(target=self._accept, daemon=True).start()
 
+    def _hold(self, to_server, timeout=30):
+        """Wait (bounded) until no forward in that direction is past the gate."""
+        deadline = time.monotonic() + timeout
+        with self.gate:
+            while self.inflight[to_server] and time.monotonic() < deadline:
+                self.gate.wait(0.1)
+            if self.inflight[to_server]:
+                raise Failure("a forward towards the %s did not finish in %ds" %
+                              ("server" if to_server else "client", timeout))
+
     def pause(self):
-        self.flowing.clear()
+        with self.gate:
+            self.flowing.clear()
+        self._hold(True)
 
     def blackhole(self):
-        self.flowing.clear()
-        self.flowing_back.clear()
+        with self.gate:
+            self.flowing.clear()
+            self.flowing_back.clear()
 
     def pending(self):
-        """Bytes the clients sent that wait, unread, in front of the
-        forwarder (e.g. writes held back by pause())."""
+        """Bytes the clients sent that wait in front of the forwarder or
+        in it (e.g. writes held back by pause())."""
         import fcntl
         import struct
         import termios
-        total = 0
+        with self.gate:
+            total = self.held_bytes
         with self.lock:
             clients = self.conns[0::2]
             for c in clients:
@@ -425,8 +445,10 @@ class Forwarder:
         return total
 
     def resume(self):
-        self.flowing.set()
-        self.flowing_back.set()
+        with self.gate:
+            self.flowing.set()
+            self.flowing_back.set()
+            self.gate.notify_all()
 
     def _accept(self):
         for _ in range(self.max_conns):
@@ -453,8 +475,9 @@ class Forwarder:
         burst = 65536
         allowance, last = burst, time.monotonic()
         state = {}
+        flowing = self.flowing if to_server else self.flowing_back
         while True:
-            (self.flowing if to_server else self.flowing_back).wait()   # close() sets both
+            flowing.wait()   # close() sets both
             if self.closed:
                 break
             try:
@@ -462,6 +485,20 @@ class Forwarder:
                 if not data:
                     break
                 data = self.filter(data, to_server, state)
+                # a pause that came while recv() waited holds back what it
+                # returned; pause() waits for forwards already past here
+                with self.gate:
+                    held = len(data) if to_server and not flowing.is_set() else 0
+                    self.held_bytes += held
+                    while not flowing.is_set() and not self.closed:
+                        self.gate.wait(1.0)
+                    self.held_bytes -= held
+                    if self.closed:
+                        break
+                    self.inflight[to_server] += 1
+            except OSError:
+                break
+            try:
                 if throttle:
                     now = time.monotonic()
                     allowance = min(burst, allowance + (now - last) * self.rate)
@@ -477,6 +514,10 @@ class Forwarder:
                         self.written += len(data)
             except OSError:
                 break
+            finally:
+                with self.gate:
+                    self.inflight[to_server] -= 1
+                    self.gate.notify_all()
         try:
             dst.shutdown(self._socket.SHUT_WR)
         except OSError:
@@ -486,8 +527,10 @@ class Forwarder:
         """Close every connection; with reset, as an RST, the way a dead
         link eventually looks to both ends."""
         import struct
-        with self.lock:
+        with self.gate:
             self.closed = True
+            self.gate.notify_all()
+        with self.lock:
             self.flowing.set()
             self.flowing_back.set()
             for s in self.conns:
