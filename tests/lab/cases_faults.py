@@ -472,6 +472,50 @@ def t_tunnel_storage_dest_stopped(a, b):
     compare()
 
 
+@case("tunnelled precopy: the destination QEMU stops reading for 40 s; keepalive holds")
+def t_tunnel_precopy_dest_stopped(a, b):
+    """B's QEMU is stopped (SIGSTOP) for 40 s while the memory moves at 4
+    MiB/s.  QEMU's migration stream does not bound what it sends: only the
+    destination's credits keep its data from filling B's request window,
+    after which B's daemon would stop reading the connection and the
+    keepalive would trip after 30 s, where a native migration just waits.
+    Once QEMU goes on (and the bandwidth limit is lifted), the migration
+    completes.  LAB_NATIVE=1 runs it natively."""
+    hold = 40
+    g = guest_nodisk(); g.start(a)
+    logs = (len(a.daemon_log()), len(b.daemon_log()))
+    daemons = daemons_now(a, b)
+    stopped = []
+
+    def stop(proc):
+        pids = b.qemu_pids()
+        check(proc.poll() is None and len(pids) == 1,
+              "no migration to B in progress (QEMU on B: %s)" % pids)
+        os.kill(pids[0], signal.SIGSTOP)
+        stopped.append(pids[0])
+        t0 = time.monotonic()
+        log("B's QEMU stopped with %.1f MiB of memory sent" % mib_processed(a))
+        try:
+            proc.wait(timeout=hold)
+        except subprocess.TimeoutExpired:
+            pass
+        check(proc.poll() is None, "the migration ended %.1f s after B's QEMU stopped" %
+              (time.monotonic() - t0))
+        os.kill(stopped.pop(), signal.SIGCONT)
+        log("B's QEMU resumed after %.1f s" % (time.monotonic() - t0))
+        a.virsh("migrate-setspeed", GNAME, "--bandwidth", "10000")
+    try:
+        rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native(),
+                          extra=["--bandwidth", "4"], during=stop)
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+    check_daemons(daemons)
+    check_keepalive((a, b), logs)
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g)
+
+
 @case("tunnelled storage: the destination QEMU dies mid-mirror")
 def t_tunnel_storage_dest_killed(a, b):
     """B's QEMU is killed (SIGKILL) while the mirrors run at --bandwidth 4,
