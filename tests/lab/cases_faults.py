@@ -414,7 +414,8 @@ def t_tunnel_storage_stalled(a, b):
             d.stop()
 
 
-@case("tunnelled storage: the destination QEMU stops reading mid-mirror; keepalive holds")
+@case("tunnelled storage: the destination QEMU stops reading mid-mirror; keepalive holds",
+      heavy=True)
 def t_tunnel_storage_dest_stopped(a, b):
     """B's QEMU is stopped (SIGSTOP) for 40 s while both disks' mirrors run
     (at 4 MiB/s, vda holding 24 MiB besides the guest's ring): it reads
@@ -565,7 +566,7 @@ STREAM_QUEUE_MIB = 2
 
 @case("a stalled destination QEMU with synchronous writes: B's daemon queues at most its cap",
       env={"LAB_DAEMON_CONF": "max_client_stream_queue = %d\nmax_stream_queue = %d"
-           % (STREAM_QUEUE_MIB, 2 * STREAM_QUEUE_MIB)})
+           % (STREAM_QUEUE_MIB, 2 * STREAM_QUEUE_MIB)}, heavy=True)
 def t_stream_queue_cap(a, b):
     """B's QEMU stops reading (SIGSTOP, 20 s: less than the keepalive
     allows, so the migration survives) while a synchronous-writes mirror

@@ -269,7 +269,7 @@ def t_nova_patched(a, b):
 
 
 @case("nova (Debian's 26.2.2, unpatched): tunnelled block migration sends no disk, refused "
-      "as unsafe", xfail="libvirt: Migration without shared storage is unsafe")
+      "as unsafe", xfail="libvirt: Migration without shared storage is unsafe", heavy=True)
 def t_nova_pristine(a, b):
     """Today's nova with the same settings: _live_migration_operation
     empties migrate_disks for a tunnelled block migration, Guest.migrate then

@@ -54,7 +54,7 @@ def t_tunnel_postcopy_api_split(a, b):
 
 
 @case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tls, split destination",
-      b="patched+split")
+      b="patched+split", heavy=True)
 def t_tunnel_postcopy_split(a, b):
     tunnel_postcopy(a, b, "after", transport="tls")
 
@@ -174,7 +174,7 @@ def t_tunnel_pause_postcopy(a, b):
 
 
 @case("tunnelled postcopy over qemu+tls, split destination: link cut; tunnelled resume "
-      "recovers", b="patched+split")
+      "recovers", b="patched+split", heavy=True)
 def t_tunnel_cut_postcopy_tls_split(a, b):
     """The recovery's stream goes through virtproxyd to virtqemud on B, and
     the feature query too."""
