@@ -79,7 +79,7 @@ DL=$CACHE_DIR/debian-$DEB_BASE
 
 # Non-ELF files the series changes, as Debian ships them.  Anything else
 # that differs from Debian's means our configuration drifted from theirs.
-DEB_EXPECTED='^/(etc/libvirt/libvirtd\.conf|usr/include/libvirt/libvirt-domain\.h|usr/share/augeas/lenses/(tests/test_)?libvirtd\.aug|usr/share/libvirt/schemas/capability\.rng|usr/share/libvirt/api/libvirt-api\.xml|usr/share/systemtap/tapset/libvirt_functions\.stp|usr/share/man/man1/virsh\.1\.gz|usr/share/doc/libvirt-(common|doc)/NEWS\.gz|usr/share/doc/libvirt-doc/html/(news|migration|formatcaps|manpages/virsh|html/libvirt-libvirt-domain)\.html)$'
+DEB_EXPECTED='^/(etc/libvirt/libvirtd\.conf|usr/include/libvirt/libvirt-domain\.h|usr/share/augeas/lenses/(tests/test_)?libvirtd\.aug|usr/share/libvirt/schemas/capability\.rng|usr/share/libvirt/api/libvirt-api\.xml|usr/share/systemtap/tapset/libvirt_functions\.stp|usr/share/man/man1/virsh\.1\.gz|usr/share/doc/libvirt-(common|doc)/NEWS\.gz|usr/share/doc/libvirt-doc/html/(news|migration|formatcaps|manpages/virsh|html/libvirt-libvirt-domain|kbase/internals/rpc)\.html)$'
 
 # Files Debian changes itself (its patches, its packaging): they stay Debian's.
 DEB_KEEP='^/(usr/lib/libvirt/libvirt-guests\.sh|usr/share/man/man8/libvirt-guests\.8\.gz|etc/apparmor\.d/abstractions/libvirt-(lxc|qemu)|usr/lib/systemd/system/libvirtd\.service|usr/share/doc/libvirt-doc/html/manpages/libvirt-guests\.html|usr/share/.*\.png)$'
