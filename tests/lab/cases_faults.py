@@ -414,6 +414,29 @@ def t_tunnel_storage_stalled(a, b):
             d.stop()
 
 
+def hold_dest_qemu_stopped(a, b, proc, hold, stopped, what):
+    """Stop B's QEMU (SIGSTOP) for `hold` s while `proc` migrates, check the
+    migration is still running, then resume it and lift the bandwidth
+    limit.  `stopped` collects the PID for the caller's finally."""
+    pids = b.qemu_pids()
+    check(proc.poll() is None and len(pids) == 1,
+          "no migration to B in progress (QEMU on B: %s)" % pids)
+    os.kill(pids[0], signal.SIGSTOP)
+    stopped.append(pids[0])
+    t0 = time.monotonic()
+    log("B's QEMU stopped with %s" % what)
+    try:
+        proc.wait(timeout=hold)
+    except subprocess.TimeoutExpired:
+        pass
+    check(proc.poll() is None, "the migration ended %.1f s after B's QEMU stopped" %
+          (time.monotonic() - t0))
+    os.kill(stopped.pop(), signal.SIGCONT)
+    log("B's QEMU resumed after %.1f s" % (time.monotonic() - t0))
+    # the memory could not converge at 4 MiB/s
+    a.virsh("migrate-setspeed", GNAME, "--bandwidth", "10000")
+
+
 @case("tunnelled storage: the destination QEMU stops reading mid-mirror; keepalive holds",
       heavy=True)
 def t_tunnel_storage_dest_stopped(a, b):
@@ -443,23 +466,8 @@ def t_tunnel_storage_dest_stopped(a, b):
             copied[0] = disk_mib(jobinfo(a, GNAME, completed=False))
             return copied[0] > 1 and mirrors_running(a, ("vda", "vdb"))
         wait_for("both mirrors to move", moving, 60)
-        pids = b.qemu_pids()
-        check(proc.poll() is None and len(pids) == 1,
-              "no migration to B in progress (QEMU on B: %s)" % pids)
-        os.kill(pids[0], signal.SIGSTOP)
-        stopped.append(pids[0])
-        t0 = time.monotonic()
-        log("B's QEMU stopped with %.1f MiB of storage copied" % copied[0])
-        try:
-            proc.wait(timeout=hold)
-        except subprocess.TimeoutExpired:
-            pass
-        check(proc.poll() is None, "the migration ended %.1f s after B's QEMU stopped" %
-              (time.monotonic() - t0))
-        os.kill(stopped.pop(), signal.SIGCONT)
-        log("B's QEMU resumed after %.1f s" % (time.monotonic() - t0))
-        # the memory could not converge at 4 MiB/s
-        a.virsh("migrate-setspeed", GNAME, "--bandwidth", "10000")
+        hold_dest_qemu_stopped(a, b, proc, hold, stopped,
+                               "%.1f MiB of storage copied" % copied[0])
     try:
         rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native() + ["copy-storage-all"],
                           extra=["--bandwidth", "4"], during=stop, during_mirror=True)
@@ -489,22 +497,8 @@ def t_tunnel_precopy_dest_stopped(a, b):
     stopped = []
 
     def stop(proc):
-        pids = b.qemu_pids()
-        check(proc.poll() is None and len(pids) == 1,
-              "no migration to B in progress (QEMU on B: %s)" % pids)
-        os.kill(pids[0], signal.SIGSTOP)
-        stopped.append(pids[0])
-        t0 = time.monotonic()
-        log("B's QEMU stopped with %.1f MiB of memory sent" % mib_processed(a))
-        try:
-            proc.wait(timeout=hold)
-        except subprocess.TimeoutExpired:
-            pass
-        check(proc.poll() is None, "the migration ended %.1f s after B's QEMU stopped" %
-              (time.monotonic() - t0))
-        os.kill(stopped.pop(), signal.SIGCONT)
-        log("B's QEMU resumed after %.1f s" % (time.monotonic() - t0))
-        a.virsh("migrate-setspeed", GNAME, "--bandwidth", "10000")
+        hold_dest_qemu_stopped(a, b, proc, hold, stopped,
+                               "%.1f MiB of memory sent" % mib_processed(a))
     try:
         rc, out = migrate(a, b, ["live", "p2p"] + tunnel_or_native(),
                           extra=["--bandwidth", "4"], during=stop)
