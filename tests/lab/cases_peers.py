@@ -10,7 +10,8 @@ from labpy import LinkProxy
 from e2e_common import (Failure, GNAME, case, check, check_daemons, check_no_blockjob,
                          daemons_now, disk_mib,
                          guest_busy, guest_disks, jobinfo, log, mib_processed, migrate,
-                         nbd_sockets, prepare_disks, resume_natively, verify_migrated,
+                         nbd_sockets, prepare_disks, resume_natively, resume_tunnelled,
+                         verify_migrated,
                          wait_for, wait_guest_on, wait_postcopy_failed, wait_postcopy_switch)
 
 
@@ -168,7 +169,7 @@ def t_blackhole_postcopy(a, b):
 
 # ------------------------------------------------- daemons restarted mid-migration
 
-def restarted_daemon(a, b, where, kill=False, storage=False):
+def restarted_daemon(a, b, where, kill=False, storage=False, postcopy=False):
     """Restart the libvirt daemon of `where` ("source" or "destination")
     while a tunnelled migration runs: SIGTERM as a service restart does, or
     SIGKILL (kill) as a crash, then start it again.  The tunnels die with
@@ -176,8 +177,13 @@ def restarted_daemon(a, b, where, kill=False, storage=False):
     must hold: the daemon finds the guest again from its status XML (with
     the tunnelled NBD targets in it), the guest keeps running on A on its
     own disks, B drops the incoming domain, nothing is left behind, and a
-    second tunnelled migration of the same guest then completes."""
-    if storage:
+    second tunnelled migration of the same guest then completes.  In
+    post-copy (the guest already runs on B) the guest is paused on both
+    hosts instead, waiting for recovery, and a tunnelled resume from A
+    completes the migration."""
+    if postcopy:
+        g = guest_busy()
+    elif storage:
         g = guest_disks(("vda",)); prepare_disks(g, a, b)
     else:
         g = guest_busy()
@@ -187,7 +193,10 @@ def restarted_daemon(a, b, where, kill=False, storage=False):
     restarted = []
 
     def restart(proc):
-        if storage:
+        if postcopy:
+            wait_postcopy_switch(a, proc)
+            wait_guest_on(b, g, proc)
+        elif storage:
             wait_for("the mirror to move", lambda: proc.poll() is not None
                      or disk_mib(jobinfo(a, GNAME, completed=False)) > 1, 60)
         else:
@@ -200,12 +209,20 @@ def restarted_daemon(a, b, where, kill=False, storage=False):
         log("%s's daemon %s in %.1f s" % (host.name.upper(), "killed and started again"
                                          if kill else "restarted", time.monotonic() - t0))
     flags = ["live", "p2p", "tunnelled"] + (["copy-storage-all"] if storage else [])
+    extra = ["--bandwidth", "2" if storage else "8"]
+    if postcopy:
+        flags.append("postcopy")
+        extra += ["--postcopy-bandwidth", "4"]
     rc, out = migrate(a, b, flags, during=restart, during_mirror=storage,
-                      extra=["--bandwidth", "2" if storage else "8"], timeout=180)
+                      switch_postcopy=postcopy, extra=extra, timeout=180)
     check(restarted, "the %s daemon was never restarted" % where)
     check(rc != 0, "the migration succeeded although the %s daemon restarted" % where)
     log("error: %s" % (out.strip().splitlines()[-1] if out.strip() else ""))
     check_daemons(daemons)
+    if postcopy:
+        wait_postcopy_failed(a, b)
+        resume_tunnelled(a, b, g, daemons=daemons_now(a, b))
+        return
 
     wait_for("the guest to run on A again",
              lambda: (a.domstate(GNAME) or "").startswith("running"), 60)
@@ -242,3 +259,27 @@ def t_kill_source_precopy(a, b):
 @case("destination daemon killed (SIGKILL) mid-mirror: the guest stays on A, migrates again")
 def t_kill_destination_storage(a, b):
     restarted_daemon(a, b, "destination", kill=True, storage=True)
+
+
+@case("destination daemon killed (SIGKILL) in tunnelled pre-copy: the guest stays on A, "
+      "migrates again", heavy=True)
+def t_kill_destination_precopy(a, b):
+    restarted_daemon(a, b, "destination", kill=True)
+
+
+@case("source daemon killed (SIGKILL) mid-mirror: the guest stays on A, migrates again",
+      heavy=True)
+def t_kill_source_storage(a, b):
+    restarted_daemon(a, b, "source", kill=True, storage=True)
+
+
+@case("destination daemon killed (SIGKILL) in tunnelled post-copy: paused, tunnelled resume "
+      "recovers")
+def t_kill_destination_postcopy(a, b):
+    restarted_daemon(a, b, "destination", kill=True, postcopy=True)
+
+
+@case("source daemon killed (SIGKILL) in tunnelled post-copy: paused, tunnelled resume "
+      "recovers", heavy=True)
+def t_kill_source_postcopy(a, b):
+    restarted_daemon(a, b, "source", kill=True, postcopy=True)
