@@ -36,10 +36,10 @@ from e2e_common import CASES, build_helpers  # noqa: E402
 # importing a module registers its cases, in the order they run
 import cases_precopy, cases_postcopy, cases_storage, cases_rpc  # noqa: E402
 import cases_faults, cases_peers, cases_nova, cases_packages  # noqa: E402
-import cases_parallel  # noqa: E402
+import cases_parallel, cases_load  # noqa: E402
 
 CASE_MODULES = (cases_precopy, cases_postcopy, cases_storage, cases_rpc, cases_faults,
-                cases_peers, cases_nova, cases_packages, cases_parallel)
+                cases_peers, cases_nova, cases_packages, cases_parallel, cases_load)
 
 
 # ---------------------------------------------------------------- runner

@@ -345,7 +345,7 @@ def resume_tunnelled(a, b, g, daemons=None, transport="tcp", api=False):
     verify_migrated(a, b, g, postcopy=True)
 
 
-def open_tunnel(host, readonly=False, target=None, kind="nbd"):
+def open_tunnel(host, readonly=False, target=None, kind="nbd", quiet=False):
     args = [OPEN_TUNNEL, host.client_uri(), GNAME, kind]
     if target:
         args += ["--target", target]
@@ -353,8 +353,9 @@ def open_tunnel(host, readonly=False, target=None, kind="nbd"):
         args.append("--readonly")
     p = run(args, check_rc=False)
     out = p.stdout.strip()
-    log("$ open-tunnel %s %s%s%s -> %s" % (host.name, kind, " --target " + target if target else "",
-                                          " --readonly" if readonly else "", out))
+    if not quiet:
+        log("$ open-tunnel %s %s%s%s -> %s" % (host.name, kind, " --target " + target if target else "",
+                                              " --readonly" if readonly else "", out))
     return out
 
 
