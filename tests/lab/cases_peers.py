@@ -283,3 +283,28 @@ def t_kill_destination_postcopy(a, b):
       "recovers", heavy=True)
 def t_kill_source_postcopy(a, b):
     restarted_daemon(a, b, "source", kill=True, postcopy=True)
+
+
+# ------------------------------------------------- a poor link
+
+@case("headline over a slow, lossy link (24 MiB/s, 2 ms, stalls as on lost segments)")
+def t_lossy_link(a, b):
+    """The daemons talk through a LinkProxy that carries at most 24 MiB/s
+    towards B, delays every chunk by 2 ms both ways, and holds 1 chunk in
+    200 back for 0.2-0.6 s more, as TCP does while it retransmits a lost
+    segment (the kernel here has no netem).  The headline migration
+    (post-copy and storage, through the tunnel) completes and is verified;
+    no daemon died."""
+    g = guest_disks(("vda",), busy=True); prepare_disks(g, a, b); g.start(a)
+    proxy = LinkProxy(b.addr, rate=24 * 2**20, latency=0.002, stall=(0.005, (0.2, 0.6)))
+    daemons = daemons_now(a, b)
+    try:
+        rc, out = migrate(a, b, ["live", "p2p", "tunnelled", "postcopy", "copy-storage-all"],
+                          dest=proxy.uri(), switch_postcopy=True, extra=["--bandwidth", "8"])
+    finally:
+        proxy.close()
+    log("link: %.0f MiB through, %d stalls" % (proxy.bytes / 2**20, proxy.stalls))
+    check(proxy.stalls > 0, "the link never stalled")
+    check_daemons(daemons)
+    check(rc == 0, "migration failed: %s" % out)
+    verify_migrated(a, b, g, postcopy=True, storage=True)

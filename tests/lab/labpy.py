@@ -557,9 +557,17 @@ class LinkProxy(Forwarder):
     """A TCP forwarder on loopback standing in for the network between two
     hosts, so a test can cut the link in the middle of a migration."""
 
-    def __init__(self, target_host, target_port=16509, max_conns=16, transport="tcp"):
+    def __init__(self, target_host, target_port=16509, max_conns=16, transport="tcp",
+                 rate=None, latency=0, stall=None):
+        """rate: bytes per second towards the destination; latency: seconds
+        each chunk waits, both ways; stall (probability, (min, max)): with
+        that probability per chunk, the chunk waits that many seconds more,
+        as TCP holds data back while it retransmits a lost segment (the
+        kernel here has no netem).  Chosen by a generator seeded per
+        connection and direction, so a run repeats itself."""
         import socket
         self.transport = transport
+        self.latency, self.stall, self.stalls = latency, stall, 0
         if transport == "tls" and target_port == 16509:
             target_port = 16514
         self.target = (target_host, target_port)
@@ -572,7 +580,22 @@ class LinkProxy(Forwarder):
             s = socket.create_connection(self.target, timeout=10)
             s.settimeout(None)
             return s
-        super().__init__(lsock, connect, max_conns)
+        super().__init__(lsock, connect, max_conns, rate=rate)
+
+    def filter(self, data, to_server, state):
+        if self.latency or self.stall:
+            import random
+            if "rnd" not in state:
+                with self.lock:
+                    state["rnd"] = random.Random(len(self.conns) * 2 + to_server)
+            wait = self.latency
+            if self.stall and state["rnd"].random() < self.stall[0]:
+                wait += state["rnd"].uniform(*self.stall[1])
+                with self.lock:
+                    self.stalls += 1
+            if wait:
+                time.sleep(wait)
+        return data
 
     @property
     def cut_done(self):
