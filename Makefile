@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 S := scripts
 
-.PHONY: help deps source tree build stock series check check-series check-faults \
+.PHONY: help deps source tree build stock series check check-series check-faults check-asan \
         unit-tests lab-tests nova-tests deb deb-trixie check-trixie guest demo bench profile \
         clean distclean
 
@@ -16,6 +16,7 @@ help:
 	@echo "make check         deps, build, libvirt test suite, project tests (what CI runs)"
 	@echo "make check-series  every patch in order builds and passes the unit tests (FROM=N: from patch N)"
 	@echo "make check-faults  the lab's heavy fault cases, which make check leaves out"
+	@echo "make check-asan    the patched daemons built with ASan and UBSan, every lab case against them"
 	@echo "make nova-tests    patches/nova/ on Debian's python3-nova, and its unit tests"
 	@echo "make deb           Debian packages (build/debs/) that install over Debian's libvirt 11.3.0"
 	@echo "make deb-trixie    the same for Debian 13 (build/debs-trixie/), built in a trixie root"
@@ -73,6 +74,11 @@ check-trixie:
 nova-tests:
 	@$(S)/deps.sh && $(S)/nova-tests.sh
 
+# not in make check: a sanitized build, then the whole lab matrix against it
+check-asan:
+	@$(S)/deps.sh && $(MAKE) --no-print-directory build stock guest && \
+	    $(S)/build.sh --asan && $(S)/run-tests.sh --lab-asan
+
 check-faults:
 	@$(S)/deps.sh && $(MAKE) --no-print-directory build stock guest && $(S)/run-tests.sh --lab-heavy
 
@@ -90,7 +96,7 @@ profile:
 	    BENCH_MODES=$${BENCH_MODES:-native-tcp,tunnel-tcp,native-tls,tunnel-tls} bench/bench.py
 
 clean:
-	rm -rf build/obj build/obj-stock build/obj-deb build/install build/install-stock build/deb build/debs build/lab build/guest build/nova-test \
+	rm -rf build/obj build/obj-stock build/obj-deb build/obj-asan build/install build/install-stock build/install-asan build/deb build/debs build/lab build/guest build/nova-test \
 	    build/deb-trixie build/debs-trixie
 
 distclean:

@@ -18,6 +18,9 @@ STOCK_SRC_DIR=$BUILD_DIR/libvirt-stock   # pristine v11.3.0 worktree
 STOCK_OBJ_DIR=$BUILD_DIR/obj-stock
 STOCK_PREFIX=$BUILD_DIR/install-stock
 
+ASAN_OBJ_DIR=$BUILD_DIR/obj-asan         # the patched tree, sanitized
+ASAN_PREFIX=$BUILD_DIR/install-asan
+
 # A git submodule upstream; untracked in our trees (see tree.sh).
 KEYCODEMAPDB=subprojects/keycodemapdb
 

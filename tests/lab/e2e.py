@@ -109,6 +109,8 @@ FAILED = os.path.join(LAB, "failed")
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-k", default="", help="run cases whose name contains this")
+    ap.add_argument("--skip", action="append", default=[], metavar="SUBSTR",
+                    help="leave out cases whose name contains this (repeatable)")
     ap.add_argument("--list", action="store_true")
     which = ap.add_mutually_exclusive_group()
     which.add_argument("--heavy", action="store_true", help="only the heavy fault cases")
@@ -120,6 +122,7 @@ def main():
         cases = [c for c in CASES if not c["optin"]]
     else:
         cases = [c for c in CASES if c["heavy"] == opts.heavy and not c["optin"]]
+    cases = [c for c in cases if not any(k in c["name"] for k in opts.skip)]
     if opts.list:
         for c in cases:
             print(c["name"] + ("  [expected failure]" if c["xfail"] else "") +

@@ -11,8 +11,10 @@ import time
 from labpy import (Failure, Guest, LAB, PREFIX, PRIVATE, SHARED, TOP, VIRSH, check,  # noqa: F401
                    check_qemu_user, jobinfo, log, make_disk, parse_console, run, verify_disk, wait_for)
 
-MIGRATE_API = os.path.join(LAB, "migrate-api")
-OPEN_TUNNEL = os.path.join(LAB, "open-tunnel")
+# Built against the client library of the install under test (LVT_PREFIX)
+HELPERS = os.path.join(LAB, "helpers-" + os.path.basename(PREFIX))
+MIGRATE_API = os.path.join(HELPERS, "migrate-api")
+OPEN_TUNNEL = os.path.join(HELPERS, "open-tunnel")
 GNAME = "lab-guest"
 
 # Today's refusals (libvirt 11.3.0).  Later issues flip these cases to passing.
@@ -44,7 +46,7 @@ def case(name, a="patched", b="patched", xfail=None, env=None, heavy=False, opti
 
 
 def build_helpers():
-    os.makedirs(LAB, exist_ok=True)
+    os.makedirs(HELPERS, exist_ok=True)
     header = os.path.join(TOP, "tests", "lab", "lab-client.h")
     for exe in (MIGRATE_API, OPEN_TUNNEL):
         src = os.path.join(TOP, "tests", "lab", os.path.basename(exe) + ".c")

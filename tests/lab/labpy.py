@@ -78,7 +78,7 @@ class Host:
         # A packaged host installs Debian's packages, then ours, first.
         run(args, timeout=900 if self.packaged else 120, env=dict(os.environ, **self.env))
         # Prove which build this host runs: the daemons' executables.
-        want = os.path.join(BUILD, "install-stock" if self.stock else "install", "sbin")
+        want = os.path.join(os.path.join(BUILD, "install-stock") if self.stock else PREFIX, "sbin")
         pids = self.daemon_pids()
         check(pids, "no libvirt daemon found on host %s" % self.name)
         if self.packaged:
