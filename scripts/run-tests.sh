@@ -24,12 +24,12 @@ case ${1:-} in
     ASAN_LOGS=$BUILD_DIR/test-logs/asan
     rm -rf "$ASAN_LOGS"; mkdir -p "$ASAN_LOGS"
     [ -x "$ASAN_PREFIX/sbin/libvirtd" ] || die "no sanitized build in $ASAN_PREFIX (build.sh --asan)"
-    export LVT_PREFIX=$ASAN_PREFIX
+    export LVT_PREFIX=$ASAN_PREFIX LVT_SANITIZE=1
     # Every process of ours inherits these: the daemons, virsh and the lab's
-    # API clients (which are not instrumented themselves, hence the link
-    # order).  Leaks are valgrind's business (LAB_VALGRIND=1): the lab stops
-    # daemons with SIGKILL, so LeakSanitizer would never report anyway.
-    export ASAN_OPTIONS="log_path=$ASAN_LOGS/asan:verify_asan_link_order=0:detect_leaks=0:print_cmdline=1"
+    # API clients (built sanitized too, LVT_SANITIZE).  Leaks are
+    # valgrind's business (LAB_VALGRIND=1): the lab stops daemons with
+    # SIGKILL, so LeakSanitizer would never report anyway.
+    export ASAN_OPTIONS="log_path=$ASAN_LOGS/asan:detect_leaks=0:print_cmdline=1"
     export UBSAN_OPTIONS="log_path=$ASAN_LOGS/ubsan:print_stacktrace=1"
     ;;
 "") ;;

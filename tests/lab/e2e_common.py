@@ -53,8 +53,11 @@ def build_helpers():
         if not os.path.exists(exe) or max(os.path.getmtime(src), os.path.getmtime(header)) \
                 > os.path.getmtime(exe):
             libdir = os.path.join(PREFIX, "lib", "x86_64-linux-gnu")
+            # against a sanitized client library (make check-asan), the
+            # runtime must come first: the helper is built with it too
+            san = ["-fsanitize=address,undefined"] if os.environ.get("LVT_SANITIZE") else []
             run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-I" + os.path.join(PREFIX, "include"),
-                 "-o", exe, src, "-L" + libdir, "-Wl,-rpath," + libdir, "-lvirt"])
+                 "-o", exe, src, "-L" + libdir, "-Wl,-rpath," + libdir, "-lvirt"] + san)
 
 
 # ---------------------------------------------------------------- migration
