@@ -490,6 +490,18 @@ def t_tunnel_precopy_dest_stopped(a, b):
     keepalive would trip after 30 s, where a native migration just waits.
     Once QEMU goes on (and the bandwidth limit is lifted), the migration
     completes.  LAB_NATIVE=1 runs it natively."""
+    precopy_dest_stopped(a, b)
+
+
+@case("tunnelled precopy, split destination: the destination QEMU stops reading for 40 s; "
+      "keepalive holds", b="patched+split", heavy=True)
+def t_tunnel_precopy_dest_stopped_split(a, b):
+    """The same through virtproxyd: it asks virtqemud for credits on the
+    stream it forwards, so that neither connection fills up."""
+    precopy_dest_stopped(a, b)
+
+
+def precopy_dest_stopped(a, b):
     hold = 40
     g = guest_nodisk(); g.start(a)
     logs = (len(a.daemon_log()), len(b.daemon_log()))
