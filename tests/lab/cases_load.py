@@ -210,4 +210,8 @@ def t_open_tunnel_flood(a, b):
     check(rc == 0, "the migration failed: %s" % out)
     verify_migrated(a, b, g)
     grew = (max(after[b.name], rss.peak[b.name]) - rss.before[b.name]) / 1024
-    check(grew < 32, "B's daemon grew by %.1f MiB during the flood" % grew)
+    if os.environ.get("LVT_SANITIZE"):
+        # AddressSanitizer keeps freed memory in quarantine (256 MiB)
+        log("B's daemon grew by %.1f MiB (sanitized: not checked)" % grew)
+    else:
+        check(grew < 32, "B's daemon grew by %.1f MiB during the flood" % grew)
