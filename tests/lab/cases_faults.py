@@ -11,7 +11,7 @@ from e2e_common import (Failure, GNAME, case, caught_up, check, check_daemons, c
                          check_no_blockjob,
                          copy_progress, daemons_now, disk_mib, fault_baseline, fds_of, fill_outside_ring,
                          guest_busy, guest_disks, guest_nodisk, jobinfo, log, mib_processed, migrate,
-                         mirrors_running, nbd_sockets, prepare_disks, run, slow_disks_xml,
+                         mirrors_running, nbd_sockets, prepare_disks, rss_kib, run, slow_disks_xml,
                          tunnel_or_native, verify_migrated, wait_fds_back, wait_for)
 
 
@@ -558,14 +558,6 @@ def t_tunnel_storage_dest_killed(a, b):
 
 
 # ------------------------------------------------- memory and credentials
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
 
 STREAM_QUEUE_MIB = 2
 

@@ -9,15 +9,7 @@ import time
 
 from e2e_common import (GNAME, PRIVATE, VIRSH, Guest, NOT_PREPARER, case, check,
                          check_daemons, daemons_now, jobinfo, log, mib_of, migrate, nbd_sockets,
-                         open_tunnel, prepare_disks, verify_disk, verify_migrated, wait_for)
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+                         open_tunnel, prepare_disks, rss_kib, verify_disk, verify_migrated, wait_for)
 
 
 class RssSampler:
@@ -53,11 +45,6 @@ class RssSampler:
         return after
 
 
-def domstate(host, name):
-    p = host.virsh("domstate", name, "--reason", check_rc=False)
-    return p.stdout.strip() if p.returncode == 0 else None
-
-
 def start_migration(a, b, name, flags, extra):
     args = [VIRSH, "-c", a.client_uri(), "migrate", "--verbose"]
     args += ["--" + f for f in flags] + list(extra) + [name, b.uri("tcp")]
@@ -81,7 +68,7 @@ def check_on_b(a, b, g):
     """What verify_migrated() checks of the guest itself, for one of several
     guests: migrated state on both hosts, progress on B, clean verifiers,
     and its disks byte-identical to what it wrote."""
-    sa, sb = domstate(a, g.name), domstate(b, g.name)
+    sa, sb = a.domstate(g.name), b.domstate(g.name)
     log("%s: A=%s B=%s" % (g.name, sa, sb))
     check(sa == "shut off (migrated)", "%s: source state %r" % (g.name, sa))
     check(sb in ("running (migrated)", "running (post-copy)"), "%s: destination state %r" % (g.name, sb))
@@ -152,9 +139,9 @@ def t_four_at_once(a, b):
     check(results[abort.name][0] != 0, "%s's migration was not aborted" % abort.name)
     for g in (pre, sto, post):
         check_on_b(a, b, g)
-    check(domstate(a, abort.name) == "running (booted)",
-          "%s: source state %r" % (abort.name, domstate(a, abort.name)))
-    wait_for("B to drop %s" % abort.name, lambda: domstate(b, abort.name) is None, 60)
+    check(a.domstate(abort.name) == "running (booted)",
+          "%s: source state %r" % (abort.name, a.domstate(abort.name)))
+    wait_for("B to drop %s" % abort.name, lambda: b.domstate(abort.name) is None, 60)
     abort.wait_progress(a, "%s's progress on A after the abort" % abort.name, timeout=60)
     abort.check_clean(a)
     check(nbd_sockets(a) == [], "NBD tunnel sockets left on A: %s" % nbd_sockets(a))

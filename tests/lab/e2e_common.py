@@ -400,6 +400,15 @@ def fds_of(host):
     return out
 
 
+def rss_kib(pid):
+    """Resident memory of a process, in KiB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def fault_baseline(a, b, g):
     """Before a fault case's migration: the guest runs on A; what the
     daemons are and which descriptors they hold, to compare afterwards
