@@ -3,7 +3,8 @@
 from labpy import LinkProxy
 from e2e_common import (GNAME, RECOVER_HINT, REFUSE_POSTCOPY, REFUSE_POSTCOPY_DEST,
                          REFUSE_RECOVERY_DEST, REFUSE_RECOVERY_NATIVE, case, check,
-                         check_daemons, daemons_now, guest_busy, log, mib_processed, migrate,
+                         check_daemons, daemons_now, guest_busy, log, mib_processed,
+                         migrate, preempt_bytes, side_qmp_xml, switch_measuring_blocktime,
                          resume_natively, resume_tunnelled, try_resume, tunnel_postcopy,
                          verify_migrated, verify_refused, wait_for, wait_guest_on,
                          wait_postcopy_failed, wait_postcopy_switch)
@@ -36,6 +37,39 @@ def t_tunnel_postcopy(a, b):
 @case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tcp")
 def t_tunnel_postcopy_after(a, b):
     tunnel_postcopy(a, b, "after")
+
+
+def postcopy_blocktime(a, b, flags):
+    """Post-copy of a busy guest with B's QEMU measuring the vCPUs' waits
+    for faulted pages.  Returns (result of switch_measuring_blocktime,
+    page requests, bytes of A's preempt tunnel).  The guest is verified."""
+    g = guest_busy(); g.start(a)
+    xml, sock = side_qmp_xml(a)
+    since = len(a.daemon_log())
+    result = {}
+    rc, out = migrate(a, b, flags, extra=["--bandwidth", "8", "--xml", xml],
+                      during=lambda proc: switch_measuring_blocktime(a, b, proc, result, sock))
+    check(rc == 0, "migration failed: %s" % out)
+    src, _ = verify_migrated(a, b, g, postcopy=True)
+    requests = int(src.get("Postcopy requests", "0").split()[0])
+    sent = preempt_bytes(a, since)
+    log("preempt on B: %s, %s bytes through A's preempt tunnel; blocktime %s ms over "
+        "%d page requests (%d samples)" % (result.get("preempt_b"), sent,
+                                            result.get("blocktime_ms"), requests,
+                                            result["samples"]))
+    return result, requests, sent
+
+
+@case("tunnelled postcopy uses post-copy preempt on both QEMUs")
+def t_tunnel_postcopy_preempt(a, b):
+    """Preempt needs QEMU's second connection, through a stream of its own
+    (the source listens for QEMU's connections, the destination's QEMU
+    listens on a socket): B's QEMU has it on, the pages B faulted on went
+    through A's preempt tunnel, and the guest runs on B."""
+    result, requests, sent = postcopy_blocktime(a, b, ["live", "p2p", "tunnelled", "postcopy"])
+    check(result.get("preempt_b"), "B's QEMU does not use post-copy preempt")
+    check(requests > 0, "no page request went through the tunnel")
+    check(sent, "no page went through the preempt tunnel (%s bytes)" % sent)
 
 
 @case("tunnelled postcopy (migrate-postcopy) over qemu+tls")

@@ -3,6 +3,7 @@ verifying the guest, and the guests and disks the cases use.
 
 Every check looks at the guest itself, never only at an exit code."""
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -263,6 +264,94 @@ def mib_of(info, key="Memory processed"):
 def mib_processed(a):
     return mib_of(jobinfo(a, GNAME, completed=False))
 
+
+
+def side_qmp_xml(a, name="blocktime"):
+    """The guest's XML for B with a second QMP monitor, on a UNIX socket
+    the lab talks to itself: libvirt's own monitor serves no
+    qemu-monitor-command while the incoming migration job runs.  Returns
+    (xml path, socket path)."""
+    import xml.etree.ElementTree as ET
+    ns = "http://libvirt.org/schemas/domain/qemu/1.0"
+    ET.register_namespace("qemu", ns)
+    qdir = os.path.join(LAB, "qmp")
+    os.makedirs(qdir, exist_ok=True)
+    os.chmod(qdir, 0o1777)          # QEMU runs unprivileged
+    sock = os.path.join(qdir, name + ".sock")
+    if os.path.exists(sock):
+        os.unlink(sock)
+    dom = ET.fromstring(a.virsh("dumpxml", "--migratable", GNAME).stdout)
+    cmdline = ET.SubElement(dom, "{%s}commandline" % ns)
+    for arg in ("-qmp", "unix:%s,server=on,wait=off" % sock):
+        ET.SubElement(cmdline, "{%s}arg" % ns, value=arg)
+    xmlpath = os.path.join(LAB, "dest-%s.xml" % name)
+    with open(xmlpath, "w") as f:
+        f.write(ET.tostring(dom, encoding="unicode"))
+    return xmlpath, sock
+
+
+def side_qmp(sock, command, arguments=None, timeout=10):
+    """Run one QMP command on a side monitor (side_qmp_xml).  Returns its
+    "return" value, or None if the monitor is not there or it failed."""
+    import socket as sk
+    cmd = {"execute": command}
+    if arguments:
+        cmd["arguments"] = arguments
+    try:
+        with sk.socket(sk.AF_UNIX, sk.SOCK_STREAM) as c:
+            c.settimeout(timeout)
+            c.connect(sock)
+            f = c.makefile("rw")
+            f.readline()                                    # greeting
+            for msg in ({"execute": "qmp_capabilities"}, cmd):
+                f.write(json.dumps(msg) + "\n")
+                f.flush()
+                for _ in range(100):                        # skip events
+                    reply = json.loads(f.readline())
+                    if "return" in reply or "error" in reply:
+                        break
+            return reply.get("return")
+    except (OSError, ValueError):
+        return None
+
+
+def switch_measuring_blocktime(a, b, proc, result, sock):
+    """A migrate(during=) step for post-copy to B started with a side QMP
+    monitor (side_qmp_xml): make B's QEMU measure how long its vCPUs wait
+    for the pages they fault on (postcopy-blocktime, which QEMU accepts on
+    the destination while the incoming migration runs), note whether B's
+    QEMU uses preempt, switch to post-copy, and sample the measure until
+    the migration ends.  Fills result with preempt_b, blocktime_ms and
+    samples."""
+    wait_for("B's side monitor", lambda: proc.poll() is not None or
+             side_qmp(sock, "query-status") is not None, 60)
+    rc = side_qmp(sock, "migrate-set-capabilities",
+                  {"capabilities": [{"capability": "postcopy-blocktime", "state": True}]})
+    check(rc is not None, "B's QEMU refused to measure post-copy blocktime")
+    result["preempt_b"] = any(c.get("capability") == "postcopy-preempt" and c.get("state")
+                              for c in side_qmp(sock, "query-migrate-capabilities") or [])
+    p = a.virsh("migrate-postcopy", GNAME, check_rc=False)
+    log("$ virsh migrate-postcopy %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
+    result["samples"] = 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        done = proc.poll() is not None
+        info = side_qmp(sock, "query-migrate")
+        if info and "postcopy-blocktime" in info:
+            result["blocktime_ms"] = info["postcopy-blocktime"]
+            result["samples"] += 1
+        if done:
+            break
+        time.sleep(0.1)
+
+
+def preempt_bytes(a, since):
+    """The bytes the source's preempt tunnel carried to B, from A's daemon
+    log after offset since, or None if it had no preempt tunnel."""
+    import re
+    m = re.findall(r"migration tunnel preempt completed: (\d+) bytes to stream",
+                   a.daemon_log()[since:])
+    return int(m[-1]) if m else None
 
 
 def wait_postcopy_switch(a, proc):
