@@ -394,8 +394,17 @@ def one_run(lab, mode, tag=None):
     if profiler:
         profiler.start()
     t0 = time.monotonic()
-    rc, out = ec.migrate(a, b, flags, transport=transport,
-                          switch_postcopy="postcopy" in flags)
+    # post-copy modes: B's QEMU measures how long the guest's vCPUs wait
+    # for the pages they fault on (postcopy-blocktime, through a QMP
+    # monitor of its own), then the switch
+    pc = {}
+    if "postcopy" in flags:
+        xml, sock = ec.side_qmp_xml(a)
+        rc, out = ec.migrate(a, b, flags, transport=transport, extra=["--xml", xml],
+                              during=lambda proc: ec.switch_measuring_blocktime(a, b, proc,
+                                                                               pc, sock))
+    else:
+        rc, out = ec.migrate(a, b, flags, transport=transport)
     wall = time.monotonic() - t0
     src = jobinfo(a, ec.GNAME)
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
@@ -421,6 +430,12 @@ def one_run(lab, mode, tag=None):
         "src_list_ms_max": round(max(probe.samples), 1) if probe.samples else None,
         "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,
         "postcopy_requests": num(src.get("Postcopy requests")),
+        "preempt": pc.get("preempt_b"),
+        "blocktime_ms": pc.get("blocktime_ms"),
+        # the vCPUs' wait per page the source sent on request
+        "wait_ms_per_request": (round(pc["blocktime_ms"] / num(src.get("Postcopy requests")), 3)
+                                if pc.get("blocktime_ms") is not None and
+                                num(src.get("Postcopy requests")) else None),
         "disk_mib": ec.disk_mib(src) if storage else None,
         "storage_mib_s": (round(ec.disk_mib(src) / clock.mirrored, 1)
                           if storage and clock.mirrored else None),
@@ -505,7 +520,8 @@ def main():
         med[m] = {k: statistics.median(r[k] for r in rs)
                   for k in ("throughput_mib_s", "total_s", "downtime_ms", "data_mib",
                             "postcopy_requests")}
-        for k in ("src_list_ms_median", "src_list_ms_max", "disk_mib", "storage_mib_s"):
+        for k in ("src_list_ms_median", "src_list_ms_max", "disk_mib", "storage_mib_s",
+                  "blocktime_ms", "wait_ms_per_request"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             med[m][k] = statistics.median(vals) if vals else None
         med[m]["cpu_s"] = {k: statistics.median(r["cpu_s"].get(k, 0) for r in rs) for k in cpu_keys}
@@ -552,6 +568,18 @@ def main():
                 k, concurrent[k]["aggregate_mib_s"], concurrent[k]["data_mib"],
                 concurrent[k]["wall_s"]))
         print("  tunnelled aggregate: %.2fx of native" % concurrent["ratio"])
+    pcm = [m for m in med if med[m].get("wait_ms_per_request") is not None]
+    if pcm:
+        print("\npost-copy page wait (B's QEMU postcopy-blocktime; whether B used preempt):")
+        for m in pcm:
+            base = MODES[m][2]
+            bw = med.get(base, {}).get("wait_ms_per_request")
+            print("  %-10s %7.0f ms blocked over %5.0f page requests = %6.3f ms per request%s; "
+                  "preempt %s" % (
+                      m, med[m]["blocktime_ms"], med[m]["postcopy_requests"],
+                      med[m]["wait_ms_per_request"],
+                      " (%.2fx native)" % (med[m]["wait_ms_per_request"] / bw) if bw else "",
+                      runs[m][-1].get("preempt")))
     if "native-dt" in med:
         print("\n-dt modes: migrate-setmaxdowntime %d ms before migrating" % DOWNTIME_MS)
     single = med.get("native-tcp", {}).get("throughput_mib_s")
