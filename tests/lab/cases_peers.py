@@ -132,7 +132,8 @@ def frozen_destination(a, b, how, storage=False, postcopy=False):
         check_no_blockjob(a)
 
 
-@case("frozen destination daemon (SIGSTOP) in tunnelled pre-copy: the source answers, abort works")
+@case("frozen destination daemon (SIGSTOP) in tunnelled pre-copy: the source answers, abort works",
+      heavy=True)
 def t_frozen_precopy(a, b):
     frozen_destination(a, b, "sigstop")
 
@@ -290,7 +291,7 @@ def t_kill_source_postcopy(a, b):
 
 # ------------------------------------------------- a poor link
 
-@case("headline over a slow, lossy link (24 MiB/s, 2 ms, stalls as on lost segments)")
+@case("headline over a slow, lossy link (24 MiB/s, 2 ms, stalls as on lost segments)", heavy=True)
 def t_lossy_link(a, b):
     """The daemons talk through a LinkProxy that carries at most 24 MiB/s
     towards B, delays every chunk by 2 ms both ways, and holds 1 chunk in

@@ -34,7 +34,7 @@ def t_tunnel_postcopy(a, b):
     tunnel_postcopy(a, b, "command")
 
 
-@case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tcp")
+@case("tunnelled postcopy (--postcopy-after-precopy) over qemu+tcp", heavy=True)
 def t_tunnel_postcopy_after(a, b):
     tunnel_postcopy(a, b, "after")
 
