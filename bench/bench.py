@@ -81,6 +81,10 @@ if os.environ.get("BENCH_MODES"):
 LAB_ENV = (("LAB_LOG_FILTERS", os.environ.get("BENCH_LOG_FILTERS", "3:*")),)
 CLK = os.sysconf("SC_CLK_TCK")
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"
+# BENCH_TRACE=1, with BENCH_PROFILE=1: also `perf trace -s` on each daemon,
+# which syscalls each thread made (<mode>-<run>-<daemon>.trace). It slows
+# the daemons down: compare its counts, not the CPU of the same runs.
+TRACE = os.environ.get("BENCH_TRACE") == "1"
 PERF_EVENTS = ("raw_syscalls:sys_enter", "context-switches", "page-faults", "task-clock")
 IDLE_S = 3.0
 
@@ -207,6 +211,10 @@ class Profiler:
                 ["perf", "record", "-q", "--no-inherit", "-F", "999", "-g",
                  "-o", self._file(name, "data"),
                  "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if TRACE:
+                self.procs.append(subprocess.Popen(
+                    ["perf", "trace", "-s", "-o", self._file(name, "trace"),
+                     "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self, data_mib):
         """Counts per MiB moved, idle rate subtracted, and top symbols."""
