@@ -55,6 +55,13 @@ MODES = {
     "native-nbd": (["live", "p2p", "copy-storage-all"], "tcp", None),
     "tunnel-nbd": (["live", "p2p", "tunnelled", "copy-storage-all"], "tcp", "native-nbd"),
 }
+# relay modes: a native migration whose connections (and NBD's) go through
+# two copying relays, one per host (RelayChain): what any tunnel that
+# copies through user space costs on this machine, measured side by side
+RELAY_OF = {"tunnel-tcp": "relay-tcp", "tunnel-pc": "relay-pc", "tunnel-nbd": "relay-nbd"}
+for _t, _r in RELAY_OF.items():
+    _flags, _tr, _base = MODES[_t]
+    MODES[_r] = ([f for f in _flags if f != "tunnelled"], _tr, _base)
 # fixed maximum downtime: migrate-setmaxdowntime before the migration, the
 # same value on both sides of the comparison
 DOWNTIME_MS = int(os.environ.get("BENCH_DOWNTIME_MS", "50"))
@@ -264,42 +271,91 @@ def wait_listening(addr, port, deadline_s=10.0):
     raise Failure("nothing listens on %s:%d after %.0fs" % (addr, port, deadline_s))
 
 
-def forwarder_ceiling(seconds=2.0):
-    """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3 through two
-    copying relays in user space (socat, 256 KiB buffers), one per host:
-    the shape of a tunnel, with nothing of libvirt in it.  Also returns
-    what each relay spent, in CPU ms per MiB moved."""
-    sink = socket.socket()
-    sink.bind(("127.0.0.3", 0))
-    sink.listen(1)
-    p_sink = sink.getsockname()[1]
-    p_b = free_port("127.0.0.3")
-    p_a = free_port("127.0.0.2")
-    relays = []
-    stats = {}
-    cpu = 0.0
-    try:
-        for listen, to in ((("127.0.0.3", p_b), ("127.0.0.3", p_sink)),
-                           (("127.0.0.2", p_a), ("127.0.0.3", p_b))):
-            relays.append(subprocess.Popen(
+def children_of(pid):
+    """The pids whose parent is pid (a forking relay's connections)."""
+    kids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = open("/proc/%s/stat" % d).read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(st[1]) == pid:
+            kids.append(int(d))
+    return kids
+
+
+class RelayChain:
+    """Two copying relays in user space (socat, 256 KiB buffers), one per
+    host, the shape of a tunnel with nothing of libvirt in it:
+    127.0.0.2:port -> relay B on 127.0.0.3 -> 127.0.0.3:target.  With
+    fork, each relay serves every connection (a child per connection), as a
+    migration's extra channels need."""
+
+    def __init__(self, port, target, fork=False):
+        self.port, self.target, self.fork = port, target, fork
+        self.procs = []
+
+    def start(self):
+        opt = ",fork" if self.fork else ""
+        p_b = free_port("127.0.0.3")
+        for listen, to in ((("127.0.0.3", p_b), ("127.0.0.3", self.target)),
+                           (("127.0.0.2", self.port), ("127.0.0.3", p_b))):
+            self.procs.append(subprocess.Popen(
                 ["socat", "-b", "262144",
-                 "TCP-LISTEN:%d,bind=%s,reuseaddr" % (listen[1], listen[0]),
+                 "TCP-LISTEN:%d,bind=%s,reuseaddr%s" % (listen[1], listen[0], opt),
                  "TCP:%s:%d" % to], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_listening("127.0.0.3", p_b)
-        wait_listening("127.0.0.2", p_a)
-        rate = loopback_ceiling(seconds, srv=sink, dest=("127.0.0.2", p_a), stats=stats)
-    finally:
-        for r in relays:
+        wait_listening("127.0.0.2", self.port)
+        return self
+
+    def stop(self, settle_s=10.0):
+        """Stop both relays; returns the CPU seconds they spent, their
+        connections' children included."""
+        cpu = 0.0
+        # a forking relay reaps each child when its connection ends, and
+        # wait4() below counts the reaped ones: give them time to end
+        t0 = time.monotonic()
+        while (self.fork and time.monotonic() - t0 < settle_s and
+               any(children_of(r.pid) for r in self.procs)):
+            time.sleep(0.05)
+        for r in self.procs:
+            # a stopped relay reaps no child: each is counted once, either
+            # here or in the relay's wait4()
+            os.kill(r.pid, signal.SIGSTOP)
+            for kid in children_of(r.pid):
+                cpu += cpu_seconds(kid) or 0.0
+                try:
+                    os.kill(kid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             # not r.kill() or r.poll(): they would reap the relay, and its
             # CPU time with it
-            try:
-                os.kill(r.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(r.pid, signal.SIGKILL)
             _, status, ru = os.wait4(r.pid, 0)
             r.returncode = status
             cpu += ru.ru_utime + ru.ru_stime
-    return rate, 1000 * cpu / max(stats.get("mib", 1), 1) / len(relays)
+        self.procs = []
+        return cpu
+
+
+def forwarder_ceiling(seconds=2.0):
+    """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3 through two
+    copying relays (RelayChain).  Also returns what each relay spent, in
+    CPU ms per MiB moved."""
+    sink = socket.socket()
+    sink.bind(("127.0.0.3", 0))
+    sink.listen(1)
+    chain = RelayChain(free_port("127.0.0.2"), sink.getsockname()[1])
+    stats = {}
+    cpu = 0.0
+    try:
+        chain.start()
+        rate = loopback_ceiling(seconds, srv=sink, dest=("127.0.0.2", chain.port), stats=stats)
+    finally:
+        cpu = chain.stop()
+    return rate, 1000 * cpu / max(stats.get("mib", 1), 1) / 2
 
 
 def loopback_ceiling(seconds=2.0, srv=None, dest=None, stats=None):
@@ -406,13 +462,28 @@ def one_run(lab, mode, tag=None):
     # for the pages they fault on (postcopy-blocktime, through a QMP
     # monitor of its own), then the switch
     pc = {}
-    if "postcopy" in flags:
-        xml, sock = ec.side_qmp_xml(a)
-        rc, out = ec.migrate(a, b, flags, transport=transport, extra=["--xml", xml],
-                              during=lambda proc: ec.switch_measuring_blocktime(a, b, proc,
-                                                                               pc, sock))
-    else:
-        rc, out = ec.migrate(a, b, flags, transport=transport)
+    extra = []
+    chains = []
+    try:
+        if mode.startswith("relay-"):
+            # B's QEMU (and NBD server) listen on 127.0.0.3:port, A's QEMU
+            # connects to 127.0.0.2:port, the relays carry it between
+            port = free_port("127.0.0.3")
+            chains.append(RelayChain(port, port, fork=True).start())
+            extra += ["--migrateuri", "tcp://127.0.0.2:%d" % port, "--listen-address", "127.0.0.3"]
+            if storage:
+                nbd = free_port("127.0.0.3")
+                chains.append(RelayChain(nbd, nbd, fork=True).start())
+                extra += ["--disks-port", str(nbd)]
+        if "postcopy" in flags:
+            xml, sock = ec.side_qmp_xml(a)
+            rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra + ["--xml", xml],
+                                 during=lambda proc: ec.switch_measuring_blocktime(a, b, proc,
+                                                                                  pc, sock))
+        else:
+            rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
+    finally:
+        relay_cpu = sum(c.stop() for c in chains)
     wall = time.monotonic() - t0
     src = jobinfo(a, ec.GNAME)
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
@@ -427,6 +498,10 @@ def one_run(lab, mode, tag=None):
         raise Failure("%s: migration failed: %s" % (mode, out))
     g.wait_progress(b, "guest progress on B", timeout=60)
     g.check_clean(b)
+    cpu = sampler.result()
+    if chains:
+        # counted with the daemons: the relays do the tunnel's work here
+        cpu["relays"] = round(relay_cpu, 2)
     return {
         "profile": profile,
         "throughput_mib_s": num(src.get("Memory bandwidth")),
@@ -434,7 +509,7 @@ def one_run(lab, mode, tag=None):
         "wall_s": round(wall, 2),
         "downtime_ms": num(src.get("Total downtime")),
         "data_mib": ec.mib_of(src, "Data processed"),
-        "cpu_s": sampler.result(),
+        "cpu_s": cpu,
         "src_list_ms_max": round(max(probe.samples), 1) if probe.samples else None,
         "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,
         "postcopy_requests": num(src.get("Postcopy requests")),
@@ -597,6 +672,18 @@ def main():
               "connection (native-tcp): " + ", ".join(
                   "%s %.2fx" % (m, med[m]["throughput_mib_s"] / single) for m in par))
 
+    pairs = [(t, r) for t, r in RELAY_OF.items() if t in med and r in med]
+    if pairs:
+        print("\nagainst a copying relay (%s: the native migration through two socat relays,"
+              " one per host; daemon ms/MiB includes the relays):" % ", ".join(r for _, r in pairs))
+        for t, r in pairs:
+            key = "storage_mib_s" if med[t]["storage_mib_s"] else "throughput_mib_s"
+            med[t]["vs_relay"] = (round(med[t][key] / med[r][key], 2) if med[r].get(key) else None)
+            print("  %-10s %s of %s, which is %s native; daemon ms/MiB %.2f vs %.2f" % (
+                t, "%.2fx" % med[t]["vs_relay"] if med[t]["vs_relay"] else "?", r,
+                "%.2fx" % med[r]["ratio"] if med[r]["ratio"] else "?",
+                med[t]["daemon_ms_per_mib"], med[r]["daemon_ms_per_mib"]))
+
     if PROFILE:
         print_profile(runs)
 
@@ -673,20 +760,25 @@ def chart(med, ceiling, fwd=None, concurrent=None):
             names.append("%s x4" % k)
             rate.append(concurrent[k]["aggregate_mib_s"])
             labels.append("%.2fx" % concurrent["ratio"] if k == "tunnel" else "native")
-    colors = ["#4477aa" if n.startswith("native") else "#ee7733" for n in names]
+    def color(n):
+        return ("#4477aa" if n.startswith("native") else
+                "#999999" if n.startswith("relay") else "#ee7733")
+
+    colors = [color(n) for n in names]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [3, 2]})
     bars = ax1.bar(names, rate, color=colors)
     for bar, lab in zip(bars, labels):
         ax1.annotate(lab, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                      ha="center", va="bottom", fontsize=8)
     ax1.set_ylabel("MiB/s (QEMU memory bandwidth; x4: aggregate), median")
-    title = "Throughput, tunnelled (orange) vs native (blue)\nloopback ceiling %.0f MiB/s" % ceiling
+    title = ("Throughput, tunnelled (orange) vs native (blue), native through relays (grey)"
+             "\nloopback ceiling %.0f MiB/s" % ceiling)
     if fwd:
         title += ", two copying relays %.0f MiB/s" % fwd
     ax1.set_title(title, fontsize=10)
     names2 = list(med)
     ax2.bar(names2, [med[m]["daemon_ms_per_mib"] for m in names2],
-            color=["#4477aa" if n.startswith("native") else "#ee7733" for n in names2])
+            color=[color(n) for n in names2])
     ax2.set_ylabel("libvirt daemons' CPU ms per MiB moved")
     ax2.set_title("Daemon cost", fontsize=10)
     for ax in (ax1, ax2):
