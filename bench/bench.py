@@ -96,12 +96,18 @@ PERF_EVENTS = ("raw_syscalls:sys_enter", "context-switches", "page-faults", "tas
 IDLE_S = 3.0
 
 
-def cpu_seconds(pid):
+def proc_stat(pid):
+    """The fields of /proc/PID/stat after the command name (state first),
+    or None if the process is gone."""
     try:
-        f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
-        return (int(f[11]) + int(f[12])) / CLK
+        return open("/proc/%s/stat" % pid).read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def cpu_seconds(pid):
+    f = proc_stat(pid)
+    return (int(f[11]) + int(f[12])) / CLK if f else None
 
 
 class CpuSampler(threading.Thread):
@@ -275,13 +281,8 @@ def children_of(pid):
     """The pids whose parent is pid (a forking relay's connections)."""
     kids = []
     for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            st = open("/proc/%s/stat" % d).read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(st[1]) == pid:
+        st = proc_stat(d) if d.isdigit() else None
+        if st and int(st[1]) == pid:
             kids.append(int(d))
     return kids
 
@@ -349,12 +350,12 @@ def forwarder_ceiling(seconds=2.0):
     sink.listen(1)
     chain = RelayChain(free_port("127.0.0.2"), sink.getsockname()[1])
     stats = {}
-    cpu = 0.0
     try:
         chain.start()
         rate = loopback_ceiling(seconds, srv=sink, dest=("127.0.0.2", chain.port), stats=stats)
     finally:
         cpu = chain.stop()
+    # per relay: the chain has two
     return rate, 1000 * cpu / max(stats.get("mib", 1), 1) / 2
 
 
