@@ -92,6 +92,10 @@ PROFILE = os.environ.get("BENCH_PROFILE") == "1"
 # which syscalls each thread made (<mode>-<run>-<daemon>.trace). It slows
 # the daemons down: compare its counts, not the CPU of the same runs.
 TRACE = os.environ.get("BENCH_TRACE") == "1"
+# BENCH_RECORD_EVENT=page-faults, with BENCH_PROFILE=1: perf record samples
+# every such event (where the daemons fault, say) instead of the CPU clock
+RECORD_EVENT = (["-e", os.environ["BENCH_RECORD_EVENT"], "-c", "1"]
+                if os.environ.get("BENCH_RECORD_EVENT") else ["-F", "999"])
 PERF_EVENTS = ("raw_syscalls:sys_enter", "context-switches", "page-faults", "task-clock")
 IDLE_S = 3.0
 
@@ -221,7 +225,7 @@ class Profiler:
         for name, pid in self.daemons.items():
             self.procs.append(self._stat(pid, self._file(name, "stat")))
             self.procs.append(subprocess.Popen(
-                ["perf", "record", "-q", "--no-inherit", "-F", "999", "-g",
+                ["perf", "record", "-q", "--no-inherit", "-g"] + RECORD_EVENT + [
                  "-o", self._file(name, "data"),
                  "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             if TRACE:
