@@ -34,6 +34,8 @@ import e2e_common as ec  # noqa: E402
 from labpy import BUILD, Failure, Guest, jobinfo  # noqa: E402
 
 OUT = os.path.join(BUILD, "bench")
+SPLICE_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splice_relay.c")
+SPLICE_RELAY = os.path.join(OUT, "splice_relay")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 # BENCH_GUEST_MIB and BENCH_WL_MIB: a larger guest, and more of its memory
 # written by the workload (so more data moves), to show how cost grows
@@ -62,6 +64,12 @@ RELAY_OF = {"tunnel-tcp": "relay-tcp", "tunnel-pc": "relay-pc", "tunnel-nbd": "r
 for _t, _r in RELAY_OF.items():
     _flags, _tr, _base = MODES[_t]
     MODES[_r] = ([f for f in _flags if f != "tunnelled"], _tr, _base)
+# the same through two relays that splice(2) through a pipe instead of
+# copying (bench/splice_relay.py): what a tunnel with no copy through user
+# space could reach on this machine
+SPLICE_OF = {"tunnel-tcp": "splice-tcp", "tunnel-nbd": "splice-nbd"}
+for _t, _r in SPLICE_OF.items():
+    MODES[_r] = MODES[RELAY_OF[_t]]
 # fixed maximum downtime: migrate-setmaxdowntime before the migration, the
 # same value on both sides of the comparison
 DOWNTIME_MS = int(os.environ.get("BENCH_DOWNTIME_MS", "50"))
@@ -291,15 +299,28 @@ def children_of(pid):
     return kids
 
 
+def splice_relay():
+    """bench/splice_relay.c, built into build/bench when it changed."""
+    if (not os.path.exists(SPLICE_RELAY) or
+            os.path.getmtime(SPLICE_RELAY) < os.path.getmtime(SPLICE_SRC)):
+        os.makedirs(OUT, exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", SPLICE_RELAY,
+                        SPLICE_SRC], check=True, timeout=120)
+    return SPLICE_RELAY
+
+
 class RelayChain:
     """Two copying relays in user space (socat, 256 KiB buffers), one per
     host, the shape of a tunnel with nothing of libvirt in it:
     127.0.0.2:port -> relay B on 127.0.0.3 -> 127.0.0.3:target.  With
     fork, each relay serves every connection (a child per connection), as a
-    migration's extra channels need."""
+    migration's extra channels need.  With splice, the relays are
+    bench/splice_relay.c instead, which copies nothing through user space
+    and always forks."""
 
-    def __init__(self, port, target, fork=False):
+    def __init__(self, port, target, fork=False, splice=False):
         self.port, self.target, self.fork = port, target, fork
+        self.splice = splice
         self.procs = []
 
     def start(self):
@@ -307,10 +328,15 @@ class RelayChain:
         p_b = free_port("127.0.0.3")
         for listen, to in ((("127.0.0.3", p_b), ("127.0.0.3", self.target)),
                            (("127.0.0.2", self.port), ("127.0.0.3", p_b))):
-            self.procs.append(subprocess.Popen(
-                ["socat", "-b", "262144",
-                 "TCP-LISTEN:%d,bind=%s,reuseaddr%s" % (listen[1], listen[0], opt),
-                 "TCP:%s:%d" % to], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if self.splice:
+                # always forking: one child per connection
+                argv = [splice_relay(), listen[0], str(listen[1]), to[0], str(to[1])]
+            else:
+                argv = ["socat", "-b", "262144",
+                        "TCP-LISTEN:%d,bind=%s,reuseaddr%s" % (listen[1], listen[0], opt),
+                        "TCP:%s:%d" % to]
+            self.procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL))
         wait_listening("127.0.0.3", p_b)
         wait_listening("127.0.0.2", self.port)
         return self
@@ -322,7 +348,7 @@ class RelayChain:
         # a forking relay reaps each child when its connection ends, and
         # wait4() below counts the reaped ones: give them time to end
         t0 = time.monotonic()
-        while (self.fork and time.monotonic() - t0 < settle_s and
+        while ((self.fork or self.splice) and time.monotonic() - t0 < settle_s and
                any(children_of(r.pid) for r in self.procs)):
             time.sleep(0.05)
         for r in self.procs:
@@ -345,14 +371,14 @@ class RelayChain:
         return cpu
 
 
-def forwarder_ceiling(seconds=2.0):
+def forwarder_ceiling(seconds=2.0, splice=False):
     """MiB/s of one TCP stream from 127.0.0.2 to 127.0.0.3 through two
     copying relays (RelayChain).  Also returns what each relay spent, in
     CPU ms per MiB moved."""
     sink = socket.socket()
     sink.bind(("127.0.0.3", 0))
     sink.listen(1)
-    chain = RelayChain(free_port("127.0.0.2"), sink.getsockname()[1])
+    chain = RelayChain(free_port("127.0.0.2"), sink.getsockname()[1], splice=splice)
     stats = {}
     try:
         chain.start()
@@ -470,15 +496,16 @@ def one_run(lab, mode, tag=None):
     extra = []
     chains = []
     try:
-        if mode.startswith("relay-"):
+        if mode.startswith(("relay-", "splice-")):
             # B's QEMU (and NBD server) listen on 127.0.0.3:port, A's QEMU
             # connects to 127.0.0.2:port, the relays carry it between
+            splice = mode.startswith("splice-")
             port = free_port("127.0.0.3")
-            chains.append(RelayChain(port, port, fork=True).start())
+            chains.append(RelayChain(port, port, fork=True, splice=splice).start())
             extra += ["--migrateuri", "tcp://127.0.0.2:%d" % port, "--listen-address", "127.0.0.3"]
             if storage:
                 nbd = free_port("127.0.0.3")
-                chains.append(RelayChain(nbd, nbd, fork=True).start())
+                chains.append(RelayChain(nbd, nbd, fork=True, splice=splice).start())
                 extra += ["--disks-port", str(nbd)]
         if "postcopy" in flags:
             xml, sock = ec.side_qmp_xml(a)
@@ -585,8 +612,10 @@ def main():
         lab.hosts("patched", "patched", env=LAB_ENV)
         ceiling = loopback_ceiling()
         fwd, fwd_cpu = forwarder_ceiling()
+        spl, spl_cpu = forwarder_ceiling(splice=True)
         print("loopback TCP ceiling: %.0f MiB/s; through two copying relays (socat): %.0f MiB/s,"
-              " each relay %.2f CPU ms per MiB" % (ceiling, fwd, fwd_cpu), flush=True)
+              " each relay %.2f CPU ms per MiB; through two splicing relays: %.0f MiB/s, %.2f"
+              % (ceiling, fwd, fwd_cpu, spl, spl_cpu), flush=True)
         for i in range(RUNS):
             for m in MODES:
                 print("== run %d/%d %s" % (i + 1, RUNS, m), flush=True)
@@ -623,8 +652,9 @@ def main():
 
     print()
     print("Median of %d interleaved runs; guest %d MiB, dirtying %d MiB at %d MiB/s; "
-          "loopback ceiling %.0f MiB/s, two copying relays %.0f MiB/s (%.2f CPU ms/MiB each)"
-          % (RUNS, GUEST_MEM, WL_MEM, WL_RATE, ceiling, fwd, fwd_cpu))
+          "loopback ceiling %.0f MiB/s, two copying relays %.0f MiB/s (%.2f CPU ms/MiB each),"
+          " two splicing relays %.0f MiB/s (%.2f)"
+          % (RUNS, GUEST_MEM, WL_MEM, WL_RATE, ceiling, fwd, fwd_cpu, spl, spl_cpu))
     hdr = "%-11s %9s %8s %9s %9s %11s %-10s %13s  %s" % (
         "mode", "MiB/s", "total s", "downtime", "data MiB", "daemon ms/", "vs native",
         "src virsh list", "CPU seconds")
@@ -689,12 +719,26 @@ def main():
                 "%.2fx" % med[r]["ratio"] if med[r]["ratio"] else "?",
                 med[t]["daemon_ms_per_mib"], med[r]["daemon_ms_per_mib"]))
 
+    pairs = [(t, r) for t, r in SPLICE_OF.items() if r in med]
+    if pairs:
+        print("\nwith no copy through user space (%s: the same through two relays that"
+              " splice(2) through a pipe):" % ", ".join(r for _, r in pairs))
+        for t, r in pairs:
+            key = "storage_mib_s" if med[r]["storage_mib_s"] else "throughput_mib_s"
+            c = RELAY_OF[t]
+            print("  %-10s %s native, %s of %s; daemon ms/MiB %.2f vs %s" % (
+                r, "%.2fx" % med[r]["ratio"] if med[r]["ratio"] else "?",
+                "%.2fx" % (med[r][key] / med[c][key]) if c in med and med[c].get(key) else "?",
+                c, med[r]["daemon_ms_per_mib"],
+                "%.2f" % med[c]["daemon_ms_per_mib"] if c in med else "?"))
+
     if PROFILE:
         print_profile(runs)
 
     result = {"runs": RUNS, "guest_mib": GUEST_MEM, "workload_mib": WL_MEM,
               "workload_rate": WL_RATE, "loopback_mib_s": ceiling,
               "forwarder_mib_s": fwd, "forwarder_cpu_ms_per_mib": round(fwd_cpu, 3),
+              "splice_forwarder_mib_s": spl, "splice_forwarder_cpu_ms_per_mib": round(spl_cpu, 3),
               "downtime_limit_ms": DOWNTIME_MS,
               "concurrent": concurrent, "concurrent_n": CONCURRENT,
               "concurrent_all": conc,
@@ -767,7 +811,8 @@ def chart(med, ceiling, fwd=None, concurrent=None):
             labels.append("%.2fx" % concurrent["ratio"] if k == "tunnel" else "native")
     def color(n):
         return ("#4477aa" if n.startswith("native") else
-                "#999999" if n.startswith("relay") else "#ee7733")
+                "#999999" if n.startswith("relay") else
+                "#cccccc" if n.startswith("splice") else "#ee7733")
 
     colors = [color(n) for n in names]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [3, 2]})
@@ -776,7 +821,8 @@ def chart(med, ceiling, fwd=None, concurrent=None):
         ax1.annotate(lab, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                      ha="center", va="bottom", fontsize=8)
     ax1.set_ylabel("MiB/s (QEMU memory bandwidth; x4: aggregate), median")
-    title = ("Throughput, tunnelled (orange) vs native (blue), native through relays (grey)"
+    title = ("Throughput, tunnelled (orange) vs native (blue), native through relays"
+             " (grey; light: splicing)"
              "\nloopback ceiling %.0f MiB/s" % ceiling)
     if fwd:
         title += ", two copying relays %.0f MiB/s" % fwd
