@@ -31,7 +31,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lab"))
 import e2e  # noqa: E402
 import e2e_common as ec  # noqa: E402
-from labpy import BUILD, Failure, Guest, jobinfo  # noqa: E402
+from labpy import BUILD, Failure, Guest, jobinfo, parse_console, wait_for  # noqa: E402
 
 OUT = os.path.join(BUILD, "bench")
 SPLICE_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splice_relay.c")
@@ -466,6 +466,19 @@ def disk_guest(a, b):
     return g
 
 
+def wait_full_pass(g, host, timeout=60):
+    """Wait until the guest's workload has written all of its memory once
+    (mem_gen counts its passes), so that every run migrates the same
+    working set: started after its first status lines only, a migration
+    moved anywhere between 215 and 345 MiB of the same guest."""
+    if not g.wl_mem:
+        return
+    def done():
+        stats, _ = parse_console(g.console(host))
+        return stats if stats and stats[-1]["gen"] >= 1 else None
+    wait_for("a full pass of the workload on %s" % host.name, done, timeout)
+
+
 def one_run(lab, mode, tag=None):
     flags, transport, _ = MODES[mode]
     a, b = lab.hosts("patched", "patched", env=LAB_ENV)
@@ -475,6 +488,7 @@ def one_run(lab, mode, tag=None):
     else:
         g = Guest(ec.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
     g.start(a)
+    wait_full_pass(g, a)
     if mode.endswith("-dt"):
         a.virsh("migrate-setmaxdowntime", ec.GNAME, str(DOWNTIME_MS))
     clock = MirrorClock(a)
@@ -566,6 +580,8 @@ def concurrent_run(lab, tunnelled, n):
               for i in range(n)]
     for g in guests:
         g.start(a)
+    for g in guests:
+        wait_full_pass(g, a)
     flags = ["--live", "--p2p"] + (["--tunnelled"] if tunnelled else [])
     procs = []
     t0 = time.monotonic()
