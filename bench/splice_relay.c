@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -94,7 +93,6 @@ relay(int a, int b)
         { .src = a, .dst = b },
         { .src = b, .dst = a },
     };
-    int one = 1;
     size_t i;
 
     for (i = 0; i < 2; i++) {
@@ -103,7 +101,6 @@ relay(int a, int b)
         /* a smaller pipe only costs more syscalls */
         fcntl(dirs[i].pipe[1], F_SETPIPE_SZ, PIPE_BYTES);
         fcntl(dirs[i].src, F_SETFL, O_NONBLOCK);
-        (void)one;
     }
 
     while (!dirs[0].done || !dirs[1].done) {
