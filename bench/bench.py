@@ -65,7 +65,7 @@ for _t, _r in RELAY_OF.items():
     _flags, _tr, _base = MODES[_t]
     MODES[_r] = ([f for f in _flags if f != "tunnelled"], _tr, _base)
 # the same through two relays that splice(2) through a pipe instead of
-# copying (bench/splice_relay.py): what a tunnel with no copy through user
+# copying (bench/splice_relay.c): what a tunnel with no copy through user
 # space could reach on this machine
 SPLICE_OF = {"tunnel-tcp": "splice-tcp", "tunnel-nbd": "splice-nbd"}
 for _t, _r in SPLICE_OF.items():
@@ -319,7 +319,8 @@ class RelayChain:
     and always forks."""
 
     def __init__(self, port, target, fork=False, splice=False):
-        self.port, self.target, self.fork = port, target, fork
+        # the splicing relay always forks
+        self.port, self.target, self.fork = port, target, fork or splice
         self.splice = splice
         self.procs = []
 
@@ -329,7 +330,6 @@ class RelayChain:
         for listen, to in ((("127.0.0.3", p_b), ("127.0.0.3", self.target)),
                            (("127.0.0.2", self.port), ("127.0.0.3", p_b))):
             if self.splice:
-                # always forking: one child per connection
                 argv = [splice_relay(), listen[0], str(listen[1]), to[0], str(to[1])]
             else:
                 argv = ["socat", "-b", "262144",
@@ -348,7 +348,7 @@ class RelayChain:
         # a forking relay reaps each child when its connection ends, and
         # wait4() below counts the reaped ones: give them time to end
         t0 = time.monotonic()
-        while ((self.fork or self.splice) and time.monotonic() - t0 < settle_s and
+        while (self.fork and time.monotonic() - t0 < settle_s and
                any(children_of(r.pid) for r in self.procs)):
             time.sleep(0.05)
         for r in self.procs:
