@@ -42,9 +42,17 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 WL_MEM = int(os.environ.get("BENCH_WL_MIB", "128"))
 WL_RATE = 64
 GUEST_MEM = int(os.environ.get("BENCH_GUEST_MIB", "512"))
+PC_SWITCH_MIB = int(os.environ.get("BENCH_PC_SWITCH_MIB", "32"))
+PC_PRECOPY_MIB_S = int(os.environ.get("BENCH_PC_PRECOPY_MIB_S", "16"))
 
-# name: (flags, transport, baseline); "postcopy" modes switch with
-# migrate-postcopy as soon as precopy moves, as an operator would.
+# name: (flags, transport, baseline); "postcopy" modes copy at most
+# BENCH_PC_PRECOPY_MIB_S (default 16) MiB/s before the switch (QEMU's
+# max-bandwidth; post-copy has no limit) and switch with migrate-postcopy
+# once the source sent BENCH_PC_SWITCH_MIB (default 32) MiB, so that every
+# run switches at the same point, after the blocktime measure is set up,
+# and most of the guest moves in post-copy. They are compared by the rate
+# of that phase: a switch that lands later leaves less to post-copy, and
+# the whole migration's rate is the pre-copy limit's.
 MODES = {
     "native-tcp": (["live", "p2p"], "tcp", None),
     "native-tls": (["live", "p2p", "tls"], "tcp", None),
@@ -522,10 +530,11 @@ def one_run(lab, mode, tag=None):
                 chains.append(RelayChain(nbd, nbd, fork=True, splice=splice).start())
                 extra += ["--disks-port", str(nbd)]
         if "postcopy" in flags:
+            extra += ["--bandwidth", str(PC_PRECOPY_MIB_S)]
             xml, sock = ec.side_qmp_xml(a)
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra + ["--xml", xml],
-                                 during=lambda proc: ec.switch_measuring_blocktime(a, b, proc,
-                                                                                  pc, sock))
+                                 during=lambda proc: ec.switch_measuring_blocktime(
+                                     a, b, proc, pc, sock, after_mib=PC_SWITCH_MIB))
         else:
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
     finally:
@@ -545,6 +554,12 @@ def one_run(lab, mode, tag=None):
     g.wait_progress(b, "guest progress on B", timeout=60)
     g.check_clean(b)
     cpu = sampler.result()
+    # the post-copy phase: what moved after the poll that switched, and how fast
+    pc_phase = None
+    if pc.get("switch_data_mib") is not None:
+        mib = ec.mib_of(src, "Data processed") - pc["switch_data_mib"]
+        secs = (num(src.get("Time elapsed")) - pc["switch_elapsed_ms"]) / 1000
+        pc_phase = round(mib / secs, 1) if secs > 0 else None
     if chains:
         # counted with the daemons: the relays do the tunnel's work here
         cpu["relays"] = round(relay_cpu, 2)
@@ -562,6 +577,8 @@ def one_run(lab, mode, tag=None):
         "preempt": pc.get("preempt_b"),
         "blocktime_ms": pc.get("blocktime_ms"),
         # the vCPUs' wait per page the source sent on request
+        "pc_switch_mib": pc.get("switch_data_mib"),
+        "pc_phase_mib_s": pc_phase,
         "wait_ms_per_request": (round(pc["blocktime_ms"] / num(src.get("Postcopy requests")), 3)
                                 if pc.get("blocktime_ms") is not None and
                                 num(src.get("Postcopy requests")) else None),
@@ -614,6 +631,17 @@ def concurrent_run(lab, tunnelled, n):
             "data_mib": round(total, 1), "each_mib_s": each}
 
 
+def compared_by(r):
+    """What a mode's medians r are compared by: storage modes by how fast
+    the disks were copied, post-copy modes by how fast the post-copy phase
+    moved the rest, the others by the migration's MiB/s."""
+    if r.get("storage_mib_s"):
+        return "storage_mib_s"
+    if r.get("pc_phase_mib_s"):
+        return "pc_phase_mib_s"
+    return "throughput_mib_s"
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     if sys.argv[1:] == ["--chart-only"]:
@@ -654,15 +682,14 @@ def main():
                   for k in ("throughput_mib_s", "total_s", "downtime_ms", "data_mib",
                             "postcopy_requests")}
         for k in ("src_list_ms_median", "src_list_ms_max", "disk_mib", "storage_mib_s",
-                  "blocktime_ms", "wait_ms_per_request"):
+                  "blocktime_ms", "wait_ms_per_request", "pc_switch_mib", "pc_phase_mib_s"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             med[m][k] = statistics.median(vals) if vals else None
         med[m]["cpu_s"] = {k: statistics.median(r["cpu_s"].get(k, 0) for r in rs) for k in cpu_keys}
         med[m]["daemon_ms_per_mib"] = round(1000 * sum(
             v for k, v in med[m]["cpu_s"].items() if "qemu" not in k) / max(med[m]["data_mib"], 1), 2)
         base = MODES[m][2]
-        # storage modes compare how fast the disks were copied
-        key = "storage_mib_s" if med[m]["storage_mib_s"] else "throughput_mib_s"
+        key = compared_by(med[m])
         med[m]["ratio"] = (med[m][key] / med[base][key]
                            if base in med and med[base].get(key) else None)
 
@@ -714,6 +741,18 @@ def main():
                       med[m]["wait_ms_per_request"],
                       " (%.2fx native)" % (med[m]["wait_ms_per_request"] / bw) if bw else "",
                       runs[m][-1].get("preempt")))
+    pcm = [m for m in med if med[m].get("pc_phase_mib_s") is not None]
+    if pcm:
+        print("\npost-copy phase (pre-copy at most %d MiB/s, switched once A's job had sent"
+              " %d MiB; what moved after that poll, and how fast; the vs native column):"
+              % (PC_PRECOPY_MIB_S, PC_SWITCH_MIB))
+        for m in pcm:
+            bp = med.get(MODES[m][2], {}).get("pc_phase_mib_s")
+            med[m]["pc_phase_ratio"] = round(med[m]["pc_phase_mib_s"] / bp, 2) if bp else None
+            print("  %-10s switched at %5.0f MiB, then %5.0f MiB at %5.0f MiB/s%s" % (
+                m, med[m]["pc_switch_mib"], med[m]["data_mib"] - med[m]["pc_switch_mib"],
+                med[m]["pc_phase_mib_s"],
+                " (%.2fx native)" % med[m]["pc_phase_ratio"] if bp else ""))
     if "native-dt" in med:
         print("\n-dt modes: migrate-setmaxdowntime %d ms before migrating" % DOWNTIME_MS)
     single = med.get("native-tcp", {}).get("throughput_mib_s")
@@ -728,7 +767,7 @@ def main():
         print("\nagainst a copying relay (%s: the native migration through two socat relays,"
               " one per host; daemon ms/MiB includes the relays):" % ", ".join(r for _, r in pairs))
         for t, r in pairs:
-            key = "storage_mib_s" if med[t]["storage_mib_s"] else "throughput_mib_s"
+            key = compared_by(med[t])
             med[t]["vs_relay"] = (round(med[t][key] / med[r][key], 2) if med[r].get(key) else None)
             print("  %-10s %s of %s, which is %s native; daemon ms/MiB %.2f vs %.2f" % (
                 t, "%.2fx" % med[t]["vs_relay"] if med[t]["vs_relay"] else "?", r,
@@ -740,7 +779,7 @@ def main():
         print("\nwith no copy through user space (%s: the same through two relays that"
               " splice(2) through a pipe):" % ", ".join(r for _, r in pairs))
         for t, r in pairs:
-            key = "storage_mib_s" if med[r]["storage_mib_s"] else "throughput_mib_s"
+            key = compared_by(med[r])
             c = RELAY_OF[t]
             print("  %-10s %s native, %s of %s; daemon ms/MiB %.2f vs %s" % (
                 r, "%.2fx" % med[r]["ratio"] if med[r]["ratio"] else "?",
@@ -818,7 +857,7 @@ def chart(med, ceiling, fwd=None, concurrent=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(med)
-    rate = [med[m]["throughput_mib_s"] for m in names]
+    rate = [med[m].get("pc_phase_mib_s") or med[m]["throughput_mib_s"] for m in names]
     labels = [("%.2fx" % med[m]["ratio"]) if med[m]["ratio"] else "native" for m in names]
     if concurrent:
         for k in ("native", "tunnel"):
@@ -836,7 +875,7 @@ def chart(med, ceiling, fwd=None, concurrent=None):
     for bar, lab in zip(bars, labels):
         ax1.annotate(lab, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                      ha="center", va="bottom", fontsize=8)
-    ax1.set_ylabel("MiB/s (QEMU memory bandwidth; x4: aggregate), median")
+    ax1.set_ylabel("MiB/s (QEMU memory bandwidth; -pc: after the switch;\nx4: aggregate), median")
     title = ("Throughput, tunnelled (orange) vs native (blue), native through relays"
              " (grey; light: splicing)"
              "\nloopback ceiling %.0f MiB/s" % ceiling)

@@ -315,14 +315,20 @@ def side_qmp(sock, command, arguments=None, timeout=10):
         return None
 
 
-def switch_measuring_blocktime(a, b, proc, result, sock):
+def switch_measuring_blocktime(a, b, proc, result, sock, after_mib=None):
     """A migrate(during=) step for post-copy to B started with a side QMP
     monitor (side_qmp_xml): make B's QEMU measure how long its vCPUs wait
     for the pages they fault on (postcopy-blocktime, which QEMU accepts on
     the destination while the incoming migration runs), note whether B's
     QEMU uses preempt, switch to post-copy, and sample the measure until
     the migration ends.  Fills result with preempt_b, blocktime_ms and
-    samples."""
+    samples.
+
+    With after_mib, switch only once A's job has sent that many MiB
+    (polled every 50 ms), so that runs compared with each other switch at
+    the same point of the migration, not whenever the measure was set
+    up; then result also holds switch_data_mib and switch_elapsed_ms,
+    A's job at the poll that switched."""
     wait_for("B's side monitor", lambda: proc.poll() is not None or
              side_qmp(sock, "query-status") is not None, 60)
     rc = side_qmp(sock, "migrate-set-capabilities",
@@ -330,6 +336,15 @@ def switch_measuring_blocktime(a, b, proc, result, sock):
     check(rc is not None, "B's QEMU refused to measure post-copy blocktime")
     result["preempt_b"] = any(c.get("capability") == "postcopy-preempt" and c.get("state")
                               for c in side_qmp(sock, "query-migrate-capabilities") or [])
+    if after_mib is not None:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            info = jobinfo(a, GNAME, completed=False)
+            if mib_of(info, "Data processed") >= after_mib:
+                result["switch_data_mib"] = round(mib_of(info, "Data processed"), 1)
+                result["switch_elapsed_ms"] = float(info.get("Time elapsed", "0").split()[0])
+                break
+            time.sleep(0.05)
     p = a.virsh("migrate-postcopy", GNAME, check_rc=False)
     log("$ virsh migrate-postcopy %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
     result["samples"] = 0
