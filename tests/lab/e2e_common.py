@@ -328,7 +328,9 @@ def switch_measuring_blocktime(a, b, proc, result, sock, after_mib=None):
     (polled every 50 ms), so that runs compared with each other switch at
     the same point of the migration, not whenever the measure was set
     up; then result also holds switch_data_mib and switch_elapsed_ms,
-    A's job at the poll that switched."""
+    A's job at the poll that switched (none if the poll never saw the
+    threshold or the job's elapsed time).  result["switched"] says whether
+    migrate-postcopy succeeded."""
     wait_for("B's side monitor", lambda: proc.poll() is not None or
              side_qmp(sock, "query-status") is not None, 60)
     rc = side_qmp(sock, "migrate-set-capabilities",
@@ -341,11 +343,16 @@ def switch_measuring_blocktime(a, b, proc, result, sock, after_mib=None):
         while proc.poll() is None and time.monotonic() < deadline:
             info = jobinfo(a, GNAME, completed=False)
             if mib_of(info, "Data processed") >= after_mib:
+                try:
+                    elapsed = float(info["Time elapsed"].split()[0])
+                except (KeyError, ValueError, IndexError):
+                    break
                 result["switch_data_mib"] = round(mib_of(info, "Data processed"), 1)
-                result["switch_elapsed_ms"] = float(info.get("Time elapsed", "0").split()[0])
+                result["switch_elapsed_ms"] = elapsed
                 break
             time.sleep(0.05)
     p = a.virsh("migrate-postcopy", GNAME, check_rc=False)
+    result["switched"] = p.returncode == 0
     log("$ virsh migrate-postcopy %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
     result["samples"] = 0
     deadline = time.monotonic() + 300
