@@ -756,12 +756,11 @@ def main():
               " %d MiB; what moved after that poll, and how fast; the vs native column):"
               % (PC_PRECOPY_MIB_S, PC_SWITCH_MIB))
         for m in pcm:
-            bp = med.get(MODES[m][2], {}).get("pc_phase_mib_s")
-            med[m]["pc_phase_ratio"] = round(med[m]["pc_phase_mib_s"] / bp, 2) if bp else None
+            # "ratio" already compares these modes by their phase (compared_by)
             print("  %-10s switched at %5.0f MiB, then %5.0f MiB at %5.0f MiB/s%s" % (
                 m, med[m]["pc_switch_mib"], med[m]["data_mib"] - med[m]["pc_switch_mib"],
                 med[m]["pc_phase_mib_s"],
-                " (%.2fx native)" % med[m]["pc_phase_ratio"] if bp else ""))
+                " (%.2fx native)" % med[m]["ratio"] if med[m]["ratio"] else ""))
     if "native-dt" in med:
         print("\n-dt modes: migrate-setmaxdowntime %d ms before migrating" % DOWNTIME_MS)
     single = med.get("native-tcp", {}).get("throughput_mib_s")
