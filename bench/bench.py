@@ -142,20 +142,31 @@ class CpuSampler(threading.Thread):
         super().__init__(daemon=True)
         self.hosts = {"A": a, "B": b}
         self.first, self.last = {}, {}
+        self.last_t = None
+        self.marks = {}
+        self.lock = threading.Lock()
         self.stop = threading.Event()
 
     def sample(self):
-        for hn, h in self.hosts.items():
-            found = h.procs()   # one /proc walk per host and sample
-            procs = {"%s %s" % (hn, k): p for k, p in h.daemons(found).items()}
-            for p in h.qemus(found):
-                procs["%s qemu" % hn] = p
-            for k, p in procs.items():
-                c = cpu_seconds(p)
-                if c is None:
-                    continue
-                self.first.setdefault(k, c)
-                self.last[k] = c
+        with self.lock:
+            for hn, h in self.hosts.items():
+                found = h.procs()   # one /proc walk per host and sample
+                procs = {"%s %s" % (hn, k): p for k, p in h.daemons(found).items()}
+                for p in h.qemus(found):
+                    procs["%s qemu" % hn] = p
+                for k, p in procs.items():
+                    c = cpu_seconds(p)
+                    if c is None:
+                        continue
+                    self.first.setdefault(k, c)
+                    self.last[k] = c
+            self.last_t = time.monotonic()
+
+    def mark(self, name):
+        """Sample now and remember it as the start of a phase."""
+        self.sample()
+        with self.lock:
+            self.marks[name] = (self.last_t, dict(self.last))
 
     def run(self):
         while not self.stop.is_set():
@@ -164,6 +175,15 @@ class CpuSampler(threading.Thread):
 
     def result(self):
         return {k: round(self.last[k] - self.first[k], 2) for k in self.last}
+
+    def since(self, name):
+        """CPU seconds of each process from mark name to the last sample,
+        and the wall seconds between them; None if never marked."""
+        if name not in self.marks:
+            return None, None
+        t, at = self.marks[name]
+        return ({k: self.last[k] - at.get(k, self.first[k]) for k in self.last},
+                self.last_t - t)
 
 
 class LatencyProbe(threading.Thread):
@@ -538,7 +558,8 @@ def one_run(lab, mode, tag=None):
             xml, sock = ec.side_qmp_xml(a)
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra + ["--xml", xml],
                                  during=lambda proc: ec.switch_measuring_blocktime(
-                                     a, b, proc, pc, sock, after_mib=PC_SWITCH_MIB))
+                                     a, b, proc, pc, sock, after_mib=PC_SWITCH_MIB,
+                                     on_switch=lambda: sampler.mark("switch")))
         else:
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
     finally:
@@ -565,10 +586,17 @@ def one_run(lab, mode, tag=None):
     cpu = sampler.result()
     # the post-copy phase: what moved after the poll that switched, and how fast
     pc_phase = None
+    pc_cpu = None
     if pc.get("switch_data_mib") is not None:
         mib = ec.mib_of(src, "Data processed") - pc["switch_data_mib"]
         secs = (num(src.get("Time elapsed")) - pc["switch_elapsed_ms"]) / 1000
         pc_phase = round(mib / secs, 1) if secs > 0 else None
+        # where the phase's CPU went: each process's ms per MiB moved after
+        # the switch, and how many of the cores all of them kept busy
+        since, wall = sampler.since("switch")
+        if since and mib > 0 and wall:
+            pc_cpu = {k: round(1000 * v / mib, 2) for k, v in since.items()}
+            pc_cpu["cores busy"] = round(sum(since.values()) / wall, 2)
     if chains:
         # counted with the daemons: the relays do the tunnel's work here
         cpu["relays"] = round(relay_cpu, 2)
@@ -588,6 +616,7 @@ def one_run(lab, mode, tag=None):
         # the vCPUs' wait per page the source sent on request
         "pc_switch_mib": pc.get("switch_data_mib"),
         "pc_phase_mib_s": pc_phase,
+        "pc_phase_cpu": pc_cpu,
         "wait_ms_per_request": (round(pc["blocktime_ms"] / num(src.get("Postcopy requests")), 3)
                                 if pc.get("blocktime_ms") is not None and
                                 num(src.get("Postcopy requests")) else None),
@@ -761,6 +790,16 @@ def main():
                 m, med[m]["pc_switch_mib"], med[m]["data_mib"] - med[m]["pc_switch_mib"],
                 med[m]["pc_phase_mib_s"],
                 " (%.2fx native)" % med[m]["ratio"] if med[m]["ratio"] else ""))
+    pcm = [m for m in pcm if any(r.get("pc_phase_cpu") for r in runs[m])]
+    if pcm:
+        print("\npost-copy phase CPU (from the switch to the end, ms per MiB moved after"
+              " the switch, and how many cores all of these kept busy; medians):")
+        for m in pcm:
+            cs = [r["pc_phase_cpu"] for r in runs[m] if r.get("pc_phase_cpu")]
+            med[m]["pc_phase_cpu"] = {k: statistics.median(c.get(k, 0) for c in cs)
+                                      for k in sorted({k for c in cs for k in c})}
+            print("  %-10s %s" % (m, " ".join(
+                "%s=%.2f" % (k, v) for k, v in med[m]["pc_phase_cpu"].items())))
     if "native-dt" in med:
         print("\n-dt modes: migrate-setmaxdowntime %d ms before migrating" % DOWNTIME_MS)
     single = med.get("native-tcp", {}).get("throughput_mib_s")

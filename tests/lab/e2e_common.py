@@ -315,7 +315,7 @@ def side_qmp(sock, command, arguments=None, timeout=10):
         return None
 
 
-def switch_measuring_blocktime(a, b, proc, result, sock, after_mib=None):
+def switch_measuring_blocktime(a, b, proc, result, sock, after_mib=None, on_switch=None):
     """A migrate(during=) step for post-copy to B started with a side QMP
     monitor (side_qmp_xml): make B's QEMU measure how long its vCPUs wait
     for the pages they fault on (postcopy-blocktime, which QEMU accepts on
@@ -330,7 +330,8 @@ def switch_measuring_blocktime(a, b, proc, result, sock, after_mib=None):
     up; then result also holds switch_data_mib and switch_elapsed_ms,
     A's job at the poll that switched (none if the poll never saw the
     threshold or the job's elapsed time).  result["switched"] says whether
-    migrate-postcopy succeeded."""
+    migrate-postcopy succeeded.  on_switch, if given, is called just
+    before the switch."""
     wait_for("B's side monitor", lambda: proc.poll() is not None or
              side_qmp(sock, "query-status") is not None, 60)
     rc = side_qmp(sock, "migrate-set-capabilities",
@@ -351,6 +352,8 @@ def switch_measuring_blocktime(a, b, proc, result, sock, after_mib=None):
                 result["switch_elapsed_ms"] = elapsed
                 break
             time.sleep(0.05)
+    if on_switch:
+        on_switch()
     p = a.virsh("migrate-postcopy", GNAME, check_rc=False)
     result["switched"] = p.returncode == 0
     log("$ virsh migrate-postcopy %s -> rc %d %s" % (GNAME, p.returncode, p.stderr.strip()))
