@@ -24,10 +24,16 @@ step() {  # step LABEL
             > "$OBJ.configure.log" 2>&1 || { tail -20 "$OBJ.configure.log"; die "$1: meson setup failed"; }
     fi
     lv_ninja "$OBJ" "$1"
+    # the API documentation's parser, which the lab's build (docs off)
+    # skips and a packaged build (docs on) runs
+    mkdir -p "$OBJ/apibuild"
+    python3 "$WT/scripts/apibuild.py" "$WT/docs" "$OBJ/apibuild" \
+        > "$OBJ.apibuild.log" 2>&1 || {
+        tail -5 "$OBJ.apibuild.log"; die "$1: the API documentation does not build"; }
     LC_ALL=C meson test -C "$OBJ" --no-rebuild --no-suite syntax-check \
         --num-processes "$(nproc)" > "$OBJ.test.log" 2>&1 || {
         grep -E '(FAIL|TIMEOUT)' "$OBJ.test.log" | head -20; die "$1: unit tests fail (see $OBJ.test.log)"; }
-    echo "ok - $1: builds, $(awk '/^Ok:/ {print $2}' "$OBJ.test.log") tests pass"
+    echo "ok - $1: builds, API docs parse, $(awk '/^Ok:/ {print $2}' "$OBJ.test.log") tests pass"
 }
 
 from=${FROM:-1}
