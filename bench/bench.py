@@ -143,7 +143,7 @@ class CpuSampler(threading.Thread):
         self.hosts = {"A": a, "B": b}
         self.first, self.last = {}, {}
         self.last_t = None
-        self.marks = {}
+        self.marked = None
         self.lock = threading.Lock()
         self.stop = threading.Event()
 
@@ -162,11 +162,11 @@ class CpuSampler(threading.Thread):
                     self.last[k] = c
             self.last_t = time.monotonic()
 
-    def mark(self, name):
+    def mark(self):
         """Sample now and remember it as the start of a phase."""
         self.sample()
         with self.lock:
-            self.marks[name] = (self.last_t, dict(self.last))
+            self.marked = (self.last_t, dict(self.last))
 
     def run(self):
         while not self.stop.is_set():
@@ -176,12 +176,12 @@ class CpuSampler(threading.Thread):
     def result(self):
         return {k: round(self.last[k] - self.first[k], 2) for k in self.last}
 
-    def since(self, name):
-        """CPU seconds of each process from mark name to the last sample,
+    def since_mark(self):
+        """CPU seconds of each process from the mark to the last sample,
         and the wall seconds between them; None if never marked."""
-        if name not in self.marks:
+        if not self.marked:
             return None, None
-        t, at = self.marks[name]
+        t, at = self.marked
         return ({k: self.last[k] - at.get(k, self.first[k]) for k in self.last},
                 self.last_t - t)
 
@@ -559,7 +559,7 @@ def one_run(lab, mode, tag=None):
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra + ["--xml", xml],
                                  during=lambda proc: ec.switch_measuring_blocktime(
                                      a, b, proc, pc, sock, after_mib=PC_SWITCH_MIB,
-                                     on_switch=lambda: sampler.mark("switch")))
+                                     on_switch=sampler.mark))
         else:
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
     finally:
@@ -593,7 +593,7 @@ def one_run(lab, mode, tag=None):
         pc_phase = round(mib / secs, 1) if secs > 0 else None
         # where the phase's CPU went: each process's ms per MiB moved after
         # the switch, and how many of the cores all of them kept busy
-        since, wall = sampler.since("switch")
+        since, wall = sampler.since_mark()
         if since and mib > 0 and wall:
             pc_cpu = {k: round(1000 * v / mib, 2) for k, v in since.items()}
             pc_cpu["cores busy"] = round(sum(since.values()) / wall, 2)
