@@ -31,6 +31,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "lab"))
 import e2e  # noqa: E402
 import e2e_common as ec  # noqa: E402
+import pc_timeline  # noqa: E402
 from labpy import BUILD, Failure, Guest, jobinfo, parse_console, wait_for  # noqa: E402
 
 OUT = os.path.join(BUILD, "bench")
@@ -518,7 +519,9 @@ def one_run(lab, mode, tag=None):
     if storage:
         g = disk_guest(a, b)
     else:
-        g = Guest(ec.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
+        monitored = pc_timeline.ENABLED and "postcopy" in flags
+        g = (pc_timeline.MonitoredGuest if monitored else Guest)(
+            ec.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
     g.start(a)
     wait_full_pass(g, a)
     if mode.endswith("-dt"):
@@ -539,6 +542,7 @@ def one_run(lab, mode, tag=None):
     # for the pages they fault on (postcopy-blocktime, through a QMP
     # monitor of its own), then the switch
     pc = {}
+    tl = pc_timeline.Timeline(a, b) if pc_timeline.ENABLED and "postcopy" in flags else None
     extra = []
     chains = []
     try:
@@ -559,16 +563,20 @@ def one_run(lab, mode, tag=None):
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra + ["--xml", xml],
                                  during=lambda proc: ec.switch_measuring_blocktime(
                                      a, b, proc, pc, sock, after_mib=PC_SWITCH_MIB,
-                                     on_switch=sampler.mark))
+                                     on_switch=lambda: (sampler.mark(), tl and tl.start())))
         else:
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
     finally:
         relay_cpu = sum(c.stop() for c in chains)
+        if tl:
+            tl.stop.set()
     wall = time.monotonic() - t0
     src = jobinfo(a, ec.GNAME)
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
     sampler.stop.set()
     probe.stop.set()
+    timeline = (tl.finish(os.path.join(OUT, "%s.timeline.json" % (tag or mode)))
+                if tl and tl.t0 is not None else None)
     sampler.join()
     probe.join()
     clock.stop.set()
@@ -617,6 +625,7 @@ def one_run(lab, mode, tag=None):
         "pc_switch_mib": pc.get("switch_data_mib"),
         "pc_phase_mib_s": pc_phase,
         "pc_phase_cpu": pc_cpu,
+        "pc_timeline": timeline,
         "wait_ms_per_request": (round(pc["blocktime_ms"] / num(src.get("Postcopy requests")), 3)
                                 if pc.get("blocktime_ms") is not None and
                                 num(src.get("Postcopy requests")) else None),
@@ -800,6 +809,7 @@ def main():
                                       for k in sorted({k for c in cs for k in c})}
             print("  %-10s %s" % (m, " ".join(
                 "%s=%.2f" % (k, v) for k, v in med[m]["pc_phase_cpu"].items())))
+    pc_timeline.report(runs, pcm)
     if "native-dt" in med:
         print("\n-dt modes: migrate-setmaxdowntime %d ms before migrating" % DOWNTIME_MS)
     single = med.get("native-tcp", {}).get("throughput_mib_s")

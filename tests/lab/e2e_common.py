@@ -269,8 +269,8 @@ def mib_processed(a):
 def side_qmp_xml(a, name="blocktime"):
     """The guest's XML for B with a second QMP monitor, on a UNIX socket
     the lab talks to itself: libvirt's own monitor serves no
-    qemu-monitor-command while the incoming migration job runs.  Returns
-    (xml path, socket path)."""
+    qemu-monitor-command while the incoming migration job runs.  A side
+    monitor of the source's is left out.  Returns (xml path, socket path)."""
     import xml.etree.ElementTree as ET
     ns = "http://libvirt.org/schemas/domain/qemu/1.0"
     ET.register_namespace("qemu", ns)
@@ -281,6 +281,8 @@ def side_qmp_xml(a, name="blocktime"):
     if os.path.exists(sock):
         os.unlink(sock)
     dom = ET.fromstring(a.virsh("dumpxml", "--migratable", GNAME).stdout)
+    for old in dom.findall("{%s}commandline" % ns):
+        dom.remove(old)             # the source's own side monitor, if any
     cmdline = ET.SubElement(dom, "{%s}commandline" % ns)
     for arg in ("-qmp", "unix:%s,server=on,wait=off" % sock):
         ET.SubElement(cmdline, "{%s}arg" % ns, value=arg)
