@@ -24,10 +24,19 @@ on_term(int sig)
     stop = 1;
 }
 
+/* Only there so that SIGCHLD, ignored by default, wakes sigsuspend() */
+static void
+on_child(int sig)
+{
+    (void)sig;
+}
+
 int
 main(int argc, char **argv)
 {
     struct sigaction sa = { .sa_handler = on_term };
+    struct sigaction sc = { .sa_handler = on_child };
+    sigset_t block, orig, wake;
     pid_t child;
 
     if (argc < 2) {
@@ -36,19 +45,36 @@ main(int argc, char **argv)
     }
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGCHLD, &sc, NULL);
+    /* Blocked but for sigsuspend(): a child that dies, or a SIGTERM that
+     * comes, between the check and the sleep wakes the sleep up. */
+    sigemptyset(&block);
+    sigaddset(&block, SIGCHLD);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigprocmask(SIG_BLOCK, &block, &orig);
+    wake = orig;
+    sigdelset(&wake, SIGCHLD);
+    sigdelset(&wake, SIGTERM);
+    sigdelset(&wake, SIGINT);
 
     child = fork();
     if (child == 0) {
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
+        signal(SIGCHLD, SIG_DFL);
+        sigprocmask(SIG_SETMASK, &orig, NULL);
         execvp(argv[1], argv + 1);
         perror("nsinit: exec");
         _exit(127);
     }
+    /* Reap whatever comes: the children of the namespace may all be gone
+     * for a while (its daemon killed) before a new one, and QEMUs
+     * reparented to it, die. */
     while (!stop) {
-        pid_t p = waitpid(-1, NULL, 0);
-        if (p < 0 && errno == ECHILD)
-            pause();
+        if (waitpid(-1, NULL, WNOHANG) > 0)
+            continue;
+        sigsuspend(&wake);
     }
     kill(-1, SIGKILL);
     while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
