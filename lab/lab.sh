@@ -10,7 +10,7 @@
 #                                       with make deb-trixie's)
 #   lab.sh stop NAME | stop-all         kill everything a host started
 #   lab.sh restart NAME [--kill]        restart a host's libvirt daemons
-#                                       (SIGTERM, or SIGKILL as a crash)
+#                                       (SIGTERM, or SIGKILL as a crash; --kill also starts daemons already gone)
 #   lab.sh status
 #   lab.sh uri NAME [tcp|tls]           print the host's libvirt URI
 #   lab.sh virsh NAME ARGS...           run virsh against the host
@@ -493,7 +493,8 @@ cmd_restart() {
     nspid=$(cat "$H/pid") P=$(cat "$H/prefix")
     local pat="$P/sbin/(libvirtd|virtqemud|virtproxyd)( |\$)"
     inns() { timeout 10 nsenter -t "$nspid" -m -u -p -- "$@"; }
-    inns pkill "-$sig" -f "$pat" || die "lab: no libvirt daemon on host $name"
+    # --kill restarts after a crash: a daemon that is already gone is fine
+    inns pkill "-$sig" -f "$pat" || [ "$sig" = KILL ] || die "lab: no libvirt daemon on host $name"
     for i in $(seq 1 300); do
         inns pgrep -f "$pat" >/dev/null || break
         sleep 0.1

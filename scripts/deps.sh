@@ -26,7 +26,7 @@ BUILD_PKGS=(
 )
 LAB_PKGS=(
     gnutls-bin busybox-static cpio iproute2 util-linux socat
-    procps psmisc python3-matplotlib acl
+    procps psmisc python3-matplotlib acl gdb
     dnsmasq-base iptables mdevctl logrotate systemd-container   # what Debian's libvirt
                                          # packages need (the packaged lab host)
 )

@@ -312,3 +312,105 @@ def t_lossy_link(a, b):
     check_daemons(daemons)
     check(rc == 0, "migration failed: %s" % out)
     verify_migrated(a, b, g, postcopy=True, storage=True)
+
+
+# ------------------------------------------------- a destination gone while the source negotiates
+
+GDB = "/usr/bin/gdb"
+
+
+class Gdb:
+    """gdb attached to a daemon in batch mode, running `script` (its
+    commands after the attach).  The script prints READY once its
+    breakpoints are in; stop() interrupts a `continue` that is still
+    running, so that the script's `detach` takes the breakpoints out
+    again, and returns what gdb printed."""
+
+    def __init__(self, pid, script):
+        import subprocess
+        import tempfile
+        self.file = tempfile.NamedTemporaryFile("w", suffix=".gdb", delete=False)
+        self.file.write("set pagination off\nset confirm off\n"
+                        "handle all nostop noprint pass\n" + script)
+        self.file.close()
+        self.proc = subprocess.Popen([GDB, "-nx", "-batch", "-p", str(pid), "-x", self.file.name],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        wait_for("gdb to attach to %d" % pid, self._ready, 120)
+
+    def _ready(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise Failure("gdb exited before it was ready: %s" % "".join(self.lines[-20:]))
+        self.lines.append(line)
+        return line.strip() == "READY"
+
+    def stop(self, timeout=60):
+        import subprocess
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        os.unlink(self.file.name)
+        return "".join(self.lines) + out
+
+
+@case("destination daemon killed while the source asks for its migration features: a clear "
+      "error, the guest stays on A, migrates again")
+def t_kill_destination_negotiating(a, b):
+    """B's daemon dies (SIGKILL, from gdb) when it is asked whether it
+    supports peer-to-peer migration, the first question the source asks
+    its peer once connected.  Each question is a remote call, made with
+    the domain unlocked; a failed one must not leave that section with a
+    jump, or the source unlocks the domain again in its cleanup while
+    another thread may hold the lock (libvirt 11.3.0 did).  gdb on A's
+    daemon prints the domain's lock word whenever the daemon leaves the
+    domain for a remote call: it must be held each time."""
+    g = guest_nodisk()
+    g.start(a)
+    (adaemon, apid), = a.daemon_pids().items()
+    (bdaemon, bpid), = b.daemon_pids().items()
+    check(adaemon == bdaemon == "libvirtd", "expected libvirtd on both hosts: %s, %s"
+          % (adaemon, bdaemon))
+    watch = Gdb(apid, "break qemuDomainObjEnterRemote\n"
+                      "commands\nsilent\n"
+                      "printf \"enter-remote lock=%d\\n\", obj->parent.lock.lock.__data.__lock\n"
+                      "continue\nend\n"
+                      "echo READY\\n\ncontinue\ndetach\nquit\n")
+    try:
+        # VIR_DRV_FEATURE_MIGRATION_P2P = 4, the second argument
+        killer = Gdb(bpid, "break *virConnectSupportsFeature if ($rsi & 0xffffffff) == 4\n"
+                           "echo READY\\n\ncontinue\necho KILLED\\n\nkill\nquit\n")
+        try:
+            rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], timeout=120)
+        finally:
+            killed = killer.stop()
+    finally:
+        watched = watch.stop()
+    check("KILLED" in killed, "B's daemon was not killed at the feature question: %s"
+          % killed[-500:])
+    check(rc != 0, "the migration succeeded although B's daemon was killed")
+    err = out.strip().splitlines()[-1] if out.strip() else ""
+    log("the migration failed: %s" % err)
+    check(err.startswith("error:") and "internal error" not in err,
+          "unclear error: %s" % out.strip())
+    locks = [int(x) for x in __import__("re").findall(r"enter-remote lock=(-?\d+)", watched)]
+    log("A's domain lock word at each remote section: %s" % locks)
+    check(len(locks) >= 2, "gdb saw no remote section on A: %s" % watched[-800:])
+    check(all(x != 0 for x in locks),
+          "A's daemon left the domain for a remote call while it did not hold its lock")
+    check_responsive(a, "the destination is gone", probes=1)
+    check((a.domstate(GNAME) or "").startswith("running"), "state on A: %s" % a.domstate(GNAME))
+    g.wait_progress(a, "guest progress on A", timeout=60)
+    g.check_clean(a)
+    p = a.virsh("domjobinfo", GNAME, check_rc=False)
+    check(p.returncode == 0 and "None" in p.stdout.split("\n")[0],
+          "a job is left on A: %s" % (p.stdout + p.stderr).strip())
+    b.restart_daemons(kill=True)
+    log("a second tunnelled migration of the same guest")
+    rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], timeout=300)
+    check(rc == 0, "the second migration failed: %s" % out)
+    verify_migrated(a, b, g)
