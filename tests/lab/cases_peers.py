@@ -321,29 +321,47 @@ GDB = "/usr/bin/gdb"
 
 class Gdb:
     """gdb attached to a daemon in batch mode, running `script` (its
-    commands after the attach).  The script prints READY once its
-    breakpoints are in; stop() interrupts a `continue` that is still
-    running, so that the script's `detach` takes the breakpoints out
-    again, and returns what gdb printed."""
+    commands after the attach, which stop the daemon until the script's
+    `continue`).  The script prints READY before it continues; stop()
+    interrupts a `continue` that is still running, so that the script's
+    `detach` takes the breakpoints out again, and returns what gdb
+    printed.  A gdb that does not answer is killed, and the case fails:
+    its daemon may be left stopped or with breakpoints in."""
 
-    def __init__(self, pid, script):
+    def __init__(self, pid, script, timeout=120):
         import subprocess
         import tempfile
-        self.file = tempfile.NamedTemporaryFile("w", suffix=".gdb", delete=False)
-        self.file.write("set pagination off\nset confirm off\n"
-                        "handle all nostop noprint pass\n" + script)
-        self.file.close()
-        self.proc = subprocess.Popen([GDB, "-nx", "-batch", "-p", str(pid), "-x", self.file.name],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".gdb", delete=False) as f:
+            f.write("set pagination off\nset confirm off\n"
+                    "handle all nostop noprint pass\n" + script)
+        self.path = f.name
         self.lines = []
-        wait_for("gdb to attach to %d" % pid, self._ready, 120)
+        self.proc = subprocess.Popen([GDB, "-nx", "-batch", "-p", str(pid), "-x", self.path],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        try:
+            self._wait_ready(pid, timeout)
+        except BaseException:
+            self.stop()
+            raise
 
-    def _ready(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise Failure("gdb exited before it was ready: %s" % "".join(self.lines[-20:]))
-        self.lines.append(line)
-        return line.strip() == "READY"
+    def _wait_ready(self, pid, timeout):
+        import select
+        deadline = time.monotonic() + timeout
+        buf = ""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure("gdb did not attach to %d within %d s" % (pid, timeout))
+            if not select.select([self.proc.stdout], [], [], left)[0]:
+                continue
+            chunk = os.read(self.proc.stdout.fileno(), 4096).decode(errors="replace")
+            if not chunk:
+                raise Failure("gdb exited before it was ready: %s" % buf[-1000:])
+            buf += chunk
+            if "READY\n" in buf:
+                self.lines.append(buf)
+                return
 
     def stop(self, timeout=60):
         import subprocess
@@ -353,8 +371,11 @@ class Gdb:
             out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        os.unlink(self.file.name)
+            self.proc.communicate()
+            raise Failure("gdb did not detach within %d s" % timeout)
+        finally:
+            if os.path.exists(self.path):
+                os.unlink(self.path)
         return "".join(self.lines) + out
 
 
@@ -375,15 +396,20 @@ def t_kill_destination_negotiating(a, b):
     (bdaemon, bpid), = b.daemon_pids().items()
     check(adaemon == bdaemon == "libvirtd", "expected libvirtd on both hosts: %s, %s"
           % (adaemon, bdaemon))
+    # the lock word and its owner, and the thread that leaves the domain
     watch = Gdb(apid, "break qemuDomainObjEnterRemote\n"
                       "commands\nsilent\n"
-                      "printf \"enter-remote lock=%d\\n\", obj->parent.lock.lock.__data.__lock\n"
+                      "printf \"enter-remote lock=%d owner=%d \", "
+                      "obj->parent.lock.lock.__data.__lock, obj->parent.lock.lock.__data.__owner\n"
+                      "python print('lwp=%d' % gdb.selected_thread().ptid[1])\n"
                       "continue\nend\n"
                       "echo READY\\n\ncontinue\ndetach\nquit\n")
     try:
-        # VIR_DRV_FEATURE_MIGRATION_P2P = 4, the second argument
+        # VIR_DRV_FEATURE_MIGRATION_P2P = 4, the second argument; the
+        # kill only happens at the breakpoint
         killer = Gdb(bpid, "break *virConnectSupportsFeature if ($rsi & 0xffffffff) == 4\n"
-                           "echo READY\\n\ncontinue\necho KILLED\\n\nkill\nquit\n")
+                           "commands\nsilent\necho KILLED\\n\nkill\nquit\nend\n"
+                           "echo READY\\n\ncontinue\ndetach\nquit\n")
         try:
             rc, out = migrate(a, b, ["live", "p2p", "tunnelled"], timeout=120)
         finally:
@@ -397,10 +423,20 @@ def t_kill_destination_negotiating(a, b):
     log("the migration failed: %s" % err)
     check(err.startswith("error:") and "internal error" not in err,
           "unclear error: %s" % out.strip())
-    locks = [int(x) for x in __import__("re").findall(r"enter-remote lock=(-?\d+)", watched)]
-    log("A's domain lock word at each remote section: %s" % locks)
-    check(len(locks) >= 2, "gdb saw no remote section on A: %s" % watched[-800:])
-    check(all(x != 0 for x in locks),
+    import re
+    sections = [tuple(int(x) for x in m) for m in
+                re.findall(r"enter-remote lock=(-?\d+) owner=(-?\d+) lwp=(\d+)", watched)]
+    log("A's domain lock (word, owner, thread) at each remote section: %s" % sections)
+    # connect, the features, and the close in the cleanup
+    check(len(sections) >= 3, "gdb saw %d remote sections on A: %s"
+          % (len(sections), watched[-800:]))
+    # glibc records the owner's thread ID in the daemon's PID namespace
+    def ns_tid(lwp):
+        for line in open("/proc/%d/task/%d/status" % (apid, lwp)):
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+        raise Failure("no NSpid for thread %d of A's daemon" % lwp)
+    check(all(lock != 0 and owner == ns_tid(lwp) for lock, owner, lwp in sections),
           "A's daemon left the domain for a remote call while it did not hold its lock")
     check_responsive(a, "the destination is gone", probes=1)
     check((a.domstate(GNAME) or "").startswith("running"), "state on A: %s" % a.domstate(GNAME))
