@@ -493,8 +493,13 @@ cmd_restart() {
     nspid=$(cat "$H/pid") P=$(cat "$H/prefix")
     local pat="$P/sbin/(libvirtd|virtqemud|virtproxyd)( |\$)"
     inns() { timeout 10 nsenter -t "$nspid" -m -u -p -- "$@"; }
-    # --kill restarts after a crash: a daemon that is already gone is fine
-    inns pkill "-$sig" -f "$pat" || [ "$sig" = KILL ] || die "lab: no libvirt daemon on host $name"
+    # --kill restarts after a crash: a daemon that is already gone (pkill
+    # matched nothing: 1) is fine, any other failure is not
+    local rc=0
+    inns pkill "-$sig" -f "$pat" || rc=$?
+    if [ "$rc" != 0 ] && ! { [ "$rc" = 1 ] && [ "$sig" = KILL ]; }; then
+        die "lab: could not signal host $name's libvirt daemons (pkill: $rc)"
+    fi
     for i in $(seq 1 300); do
         inns pgrep -f "$pat" >/dev/null || break
         sleep 0.1
