@@ -68,9 +68,9 @@ main(int argc, char **argv)
         perror("nsinit: exec");
         _exit(127);
     }
-    /* Reap whatever comes: the children of the namespace may all be gone
-     * for a while (its daemon killed) before a new one, and QEMUs
-     * reparented to it, die. */
+    /* Reap whatever comes: the namespace may have no process but this one
+     * for a while (its daemon killed) before new ones start, and the QEMUs
+     * they daemonize end up here when they die. */
     while (!stop) {
         if (waitpid(-1, NULL, WNOHANG) > 0)
             continue;
