@@ -516,11 +516,11 @@ def one_run(lab, mode, tag=None):
     flags, transport, _ = MODES[mode]
     a, b = lab.hosts("patched", "patched", env=LAB_ENV)
     storage = "copy-storage-all" in flags
+    timeline = pc_timeline.ENABLED and "postcopy" in flags
     if storage:
         g = disk_guest(a, b)
     else:
-        monitored = pc_timeline.ENABLED and "postcopy" in flags
-        g = (pc_timeline.MonitoredGuest if monitored else Guest)(
+        g = (pc_timeline.MonitoredGuest if timeline else Guest)(
             ec.GNAME, mem_mib=GUEST_MEM, wl_mem=WL_MEM, wl_rate=WL_RATE)
     g.start(a)
     wait_full_pass(g, a)
@@ -542,7 +542,7 @@ def one_run(lab, mode, tag=None):
     # for the pages they fault on (postcopy-blocktime, through a QMP
     # monitor of its own), then the switch
     pc = {}
-    tl = pc_timeline.Timeline(a, b) if pc_timeline.ENABLED and "postcopy" in flags else None
+    tl = pc_timeline.Timeline(a, b) if timeline else None
     extra = []
     chains = []
     try:
@@ -575,7 +575,7 @@ def one_run(lab, mode, tag=None):
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
     sampler.stop.set()
     probe.stop.set()
-    timeline = (tl.finish(os.path.join(OUT, "%s.timeline.json" % (tag or mode)))
+    pc_parts = (tl.finish(os.path.join(OUT, "%s.timeline.json" % (tag or mode)))
                 if tl and tl.t0 is not None else None)
     sampler.join()
     probe.join()
@@ -625,7 +625,7 @@ def one_run(lab, mode, tag=None):
         "pc_switch_mib": pc.get("switch_data_mib"),
         "pc_phase_mib_s": pc_phase,
         "pc_phase_cpu": pc_cpu,
-        "pc_timeline": timeline,
+        "pc_timeline": pc_parts,
         "wait_ms_per_request": (round(pc["blocktime_ms"] / num(src.get("Postcopy requests")), 3)
                                 if pc.get("blocktime_ms") is not None and
                                 num(src.get("Postcopy requests")) else None),

@@ -25,7 +25,8 @@ from labpy import LAB, Guest  # noqa: E402
 ENABLED = os.environ.get("BENCH_PC_TIMELINE") == "1"
 TICK_S = 0.025
 SEND_MIB = 1.0
-MONITOR = os.path.join(LAB, "qmp", "timeline-src.sock")
+MONITOR_NAME = "timeline-src"
+MONITOR = os.path.join(LAB, "qmp", MONITOR_NAME + ".sock")
 # QEMU's thread names (debug-threads=on, as libvirt starts it)
 THREADS = (("src migration", "A qemu", "mig/src/main"),
            ("dst listen", "B qemu", "mig/dst/listen"),
@@ -36,24 +37,12 @@ MIB = 1024 * 1024
 
 
 class MonitoredGuest(Guest):
-    """The bench's guest, with a second QMP monitor on the source that the
-    timeline polls: libvirt's own monitor answers no qemu-monitor-command
-    while the migration job runs. ec.side_qmp_xml() leaves it out of the
-    destination's XML."""
+    """The bench's guest, with a side QMP monitor on the source that the
+    timeline polls (ec.with_side_qmp(); ec.side_qmp_xml() leaves it out of
+    the destination's XML)."""
 
     def xml(self):
-        os.makedirs(os.path.dirname(MONITOR), exist_ok=True)
-        os.chmod(os.path.dirname(MONITOR), 0o1777)     # QEMU runs unprivileged
-        if os.path.exists(MONITOR):
-            os.unlink(MONITOR)
-        ns = "http://libvirt.org/schemas/domain/qemu/1.0"
-        x = super().xml()
-        return x.replace("<domain type='qemu'>", "<domain type='qemu' xmlns:qemu='%s'>" % ns, 1
-                         ).replace("</domain>",
-                                   "  <qemu:commandline>\n"
-                                   "    <qemu:arg value='-qmp'/>\n"
-                                   "    <qemu:arg value='unix:%s,server=on,wait=off'/>\n"
-                                   "  </qemu:commandline>\n</domain>" % MONITOR, 1)
+        return ec.with_side_qmp(super().xml(), MONITOR_NAME)[0]
 
 
 def thread_cpu(hosts):

@@ -3,7 +3,11 @@ tunnelled migration (its daemon frozen or restarted, the link blackholed).
 The source daemon must keep answering its other clients, the migration must
 fail with an error, and nothing may be lost."""
 import os
+import re
+import select
 import signal
+import subprocess
+import tempfile
 import time
 
 from labpy import LinkProxy
@@ -329,8 +333,6 @@ class Gdb:
     its daemon may be left stopped or with breakpoints in."""
 
     def __init__(self, pid, script, timeout=120):
-        import subprocess
-        import tempfile
         with tempfile.NamedTemporaryFile("w", suffix=".gdb", delete=False) as f:
             f.write("set pagination off\nset confirm off\n"
                     "handle all nostop noprint pass\n" + script)
@@ -346,7 +348,6 @@ class Gdb:
             raise
 
     def _wait_ready(self, pid, timeout):
-        import select
         deadline = time.monotonic() + timeout
         buf = ""
         while True:
@@ -364,7 +365,6 @@ class Gdb:
                 return
 
     def stop(self, timeout=60):
-        import subprocess
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
@@ -423,7 +423,6 @@ def t_kill_destination_negotiating(a, b):
     log("the migration failed: %s" % err)
     check(err.startswith("error:") and "internal error" not in err,
           "unclear error: %s" % out.strip())
-    import re
     sections = [tuple(int(x) for x in m) for m in
                 re.findall(r"enter-remote lock=(-?\d+) owner=(-?\d+) lwp=(\d+)", watched)]
     log("A's domain lock (word, owner, thread) at each remote section: %s" % sections)

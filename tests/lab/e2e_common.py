@@ -266,11 +266,11 @@ def mib_processed(a):
 
 
 
-def side_qmp_xml(a, name="blocktime"):
-    """The guest's XML for B with a second QMP monitor, on a UNIX socket
-    the lab talks to itself: libvirt's own monitor serves no
-    qemu-monitor-command while the incoming migration job runs.  A side
-    monitor of the source's is left out.  Returns (xml path, socket path)."""
+def with_side_qmp(xml, name):
+    """Domain XML `xml` with a second QMP monitor instead of any the XML
+    had, on a UNIX socket the lab talks to itself (libvirt's own monitor
+    serves no qemu-monitor-command while a migration job runs).  Returns
+    (the XML, the socket path)."""
     import xml.etree.ElementTree as ET
     ns = "http://libvirt.org/schemas/domain/qemu/1.0"
     ET.register_namespace("qemu", ns)
@@ -280,15 +280,22 @@ def side_qmp_xml(a, name="blocktime"):
     sock = os.path.join(qdir, name + ".sock")
     if os.path.exists(sock):
         os.unlink(sock)
-    dom = ET.fromstring(a.virsh("dumpxml", "--migratable", GNAME).stdout)
+    dom = ET.fromstring(xml)
     for old in dom.findall("{%s}commandline" % ns):
         dom.remove(old)             # the source's own side monitor, if any
     cmdline = ET.SubElement(dom, "{%s}commandline" % ns)
     for arg in ("-qmp", "unix:%s,server=on,wait=off" % sock):
         ET.SubElement(cmdline, "{%s}arg" % ns, value=arg)
+    return ET.tostring(dom, encoding="unicode"), sock
+
+
+def side_qmp_xml(a, name="blocktime"):
+    """The guest's XML for B with a side monitor of its own (with_side_qmp).
+    Returns (xml path, socket path)."""
+    xml, sock = with_side_qmp(a.virsh("dumpxml", "--migratable", GNAME).stdout, name)
     xmlpath = os.path.join(LAB, "dest-%s.xml" % name)
     with open(xmlpath, "w") as f:
-        f.write(ET.tostring(dom, encoding="unicode"))
+        f.write(xml)
     return xmlpath, sock
 
 
