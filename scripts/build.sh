@@ -25,6 +25,15 @@ fi
 [ -f "$src/meson.build" ] || die "no tree at $src; run 'make tree'"
 
 lv_meson_opts "$prefix"
+if [ "$src" = "$STOCK_SRC_DIR" ]; then
+    # The lab's stock peer needs only the daemons and clients: nothing runs
+    # pristine libvirt's own tests (a third of what a cold build compiles)
+    # or debugs it.
+    MESON_OPTS=("${MESON_OPTS[@]/-Dtests=enabled/-Dtests=disabled}")
+    MESON_OPTS=("${MESON_OPTS[@]/-Dexpensive_tests=enabled/-Dexpensive_tests=disabled}")
+    MESON_OPTS=("${MESON_OPTS[@]/-Dbuildtype=debugoptimized/-Doptimization=2}")
+    MESON_OPTS+=(-Ddebug=false)
+fi
 if [ $asan = 1 ]; then
     # The daemons, their driver modules and the client library, instrumented;
     # libvirt's own tests are not needed there.  -Db_lundef=false: the

@@ -253,9 +253,12 @@ deb_meson_opts() {
 build_stage() {
     deb_meson_opts
     # Debian's hardening and optimisation flags, without the build path
-    # maps that only make sense inside dpkg-buildpackage.
+    # maps that only make sense inside dpkg-buildpackage, and without -g:
+    # the packages get stripped binaries (strip_elf) and no -dbgsym
+    # packages, so debug info would only make a cold build slower.
     local cflags cppflags ldflags
-    cflags=$(inbuild env DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS | sed 's/-ffile-prefix-map=[^ ]*//g')
+    cflags=$(inbuild env DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CFLAGS |
+             sed 's/-ffile-prefix-map=[^ ]*//g; s/\(^\| \)-g\( \|$\)/ /g')
     cppflags=$(inbuild env DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get CPPFLAGS)
     ldflags=$(inbuild env DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get LDFLAGS)
     local stamp="$OBJ/.deb-options"
@@ -402,7 +405,8 @@ repack() {  # repack DEB
     [ -s "$dir/DEBIAN/md5sums" ] || rm -f "$dir/DEBIAN/md5sums"
     local arch
     arch=$(dpkg-deb -f "$deb" Architecture)
-    dpkg-deb -Zxz -b "$dir" "$OUT/${name}_${DEB_VERSION}_$arch.deb" > /dev/null
+    # xz at its fastest level: a fifth of the time of the default, 1.6x the size
+    dpkg-deb -Zxz -z1 -b "$dir" "$OUT/${name}_${DEB_VERSION}_$arch.deb" > /dev/null
     printf '%-44s %3d ELF  %2d other\n' "$name" "$n_elf" "$n_other" >> "$OUT/SUMMARY"
 }
 
