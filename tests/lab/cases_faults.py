@@ -283,7 +283,7 @@ def t_tunnel_storage_cut_handshake(a, b):
     check(rc == 0, "migration after the cut failed: %s" % out)
     verify_migrated(a, b, g, storage=True)
 
-@case("tunnelled storage: a throttled destination disk; keepalive holds", heavy=True)
+@case("tunnelled storage: a throttled destination disk; keepalive holds")
 def t_tunnel_storage_throttled(a, b):
     """vda holds 24 MiB of data besides the guest's ring, and its target on B
     is behind a 2 MiB/s link (qemu-nbd behind a slow forwarder, given to the
@@ -334,7 +334,7 @@ def t_tunnel_storage_throttled(a, b):
         slow.stop()
 
 
-@case("tunnelled storage: a stalled destination disk holds back only itself")
+@case("tunnelled storage: a stalled destination disk holds back only itself", heavy=True)
 def t_tunnel_storage_stalled(a, b):
     """Both disks' targets on B are behind slow links (vda 4 MiB/s, vdb
     2 MiB/s), and vda holds 64 MiB, vdb 24 MiB besides the guest's ring.
