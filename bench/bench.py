@@ -37,6 +37,8 @@ from labpy import BUILD, Failure, Guest, jobinfo, parse_console, wait_for  # noq
 OUT = os.path.join(BUILD, "bench")
 SPLICE_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "splice_relay.c")
 SPLICE_RELAY = os.path.join(OUT, "splice_relay")
+API_PROBE_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "api_probe.c")
+API_PROBE = os.path.join(OUT, "api_probe")
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 # BENCH_GUEST_MIB and BENCH_WL_MIB: a larger guest, and more of its memory
 # written by the workload (so more data moves), to show how cost grows
@@ -189,12 +191,16 @@ class CpuSampler(threading.Thread):
 
 class LatencyProbe(threading.Thread):
     """How responsive is the source daemon while it migrates?  Times
-    `virsh list` against it in a loop (each call a fresh connection)."""
+    `virsh list` against it in a loop (each call a fresh connection).
+    Every other round times `virsh -c test:///default list` instead, which
+    starts the same client but asks no daemon: the control, what the
+    machine's load alone adds to starting a client (ctl_samples)."""
 
     def __init__(self, host):
         super().__init__(daemon=True)
         self.host = host
         self.samples = []
+        self.ctl_samples = []
         self.stop = threading.Event()
 
     def run(self):
@@ -202,7 +208,72 @@ class LatencyProbe(threading.Thread):
             t0 = time.monotonic()
             self.host.virsh("list", check_rc=False, timeout=60)
             self.samples.append((time.monotonic() - t0) * 1000)
-            self.stop.wait(0.1)
+            if self.stop.wait(0.05):
+                break
+            t0 = time.monotonic()
+            subprocess.run([ec.VIRSH, "-q", "-c", "test:///default", "list"],
+                           capture_output=True, timeout=60)
+            self.ctl_samples.append((time.monotonic() - t0) * 1000)
+            self.stop.wait(0.05)
+
+
+def api_probe():
+    """bench/api_probe.c, built into build/bench against the client library
+    under test when it changed."""
+    if (not os.path.exists(API_PROBE) or
+            os.path.getmtime(API_PROBE) < os.path.getmtime(API_PROBE_SRC)):
+        os.makedirs(OUT, exist_ok=True)
+        libdir = os.path.join(ec.PREFIX, "lib", "x86_64-linux-gnu")
+        subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror",
+                        "-I" + os.path.join(ec.PREFIX, "include"), "-o", API_PROBE,
+                        API_PROBE_SRC, "-L" + libdir, "-Wl,-rpath," + libdir, "-lvirt"],
+                       check=True, timeout=120)
+    return API_PROBE
+
+
+class ApiProbe:
+    """The source daemon's answer time to one call on a connection opened
+    once (bench/api_probe.c: virConnectListAllDomains every 20 ms), which
+    is what a management application sees, without the client's start and
+    handshake that `virsh list` also times."""
+
+    def __init__(self, host):
+        self.t0_ms = 0.0
+        self.proc = subprocess.Popen([api_probe(), host.client_uri(), "20", "5000"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.started = time.monotonic()
+        # the connection is open before the migration starts
+        line = self.proc.stdout.readline().strip()
+        if line != "READY":
+            self.proc.kill()
+            self.proc.wait()
+            raise Failure("api_probe did not start: %r" % line)
+
+    def stop(self):
+        """Its samples, (ms since the migration started, ms the call took);
+        a probe that failed or hung is a failure."""
+        try:
+            out, _ = self.proc.communicate(timeout=60)   # closes its stdin first
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise Failure("api_probe did not stop within 60 s")
+        if self.proc.returncode != 0:
+            raise Failure("api_probe failed: %s" % out.strip().splitlines()[-1:])
+        pairs = [line.split() for line in out.splitlines()]
+        return [((float(t) - self.t0_ms), float(ms)) for t, ms in pairs]
+
+    def mark(self):
+        """The migration starts now."""
+        self.t0_ms = (time.monotonic() - self.started) * 1000
+
+
+def percentile(samples, q):
+    """The q-th percentile (nearest rank), None without samples."""
+    if not samples:
+        return None
+    s = sorted(samples)
+    return round(s[min(len(s) - 1, max(0, -(-len(s) * q // 100) - 1))], 1)
 
 
 class Profiler:
@@ -535,9 +606,11 @@ def one_run(lab, mode, tag=None):
     profiler = Profiler(a, b, tag or mode) if PROFILE else None
     probe = LatencyProbe(a)
     probe.start()
+    api = ApiProbe(a)
     if profiler:
         profiler.start()
     t0 = time.monotonic()
+    api.mark()
     # post-copy modes: B's QEMU measures how long the guest's vCPUs wait
     # for the pages they fault on (postcopy-blocktime, through a QMP
     # monitor of its own), then the switch
@@ -575,6 +648,8 @@ def one_run(lab, mode, tag=None):
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
     sampler.stop.set()
     probe.stop.set()
+    api_at = api.stop()
+    api_ms = [ms for _, ms in api_at]
     pc_parts = (tl.finish(os.path.join(OUT, "%s.timeline.json" % (tag or mode)))
                 if tl and tl.t0 is not None else None)
     sampler.join()
@@ -618,6 +693,14 @@ def one_run(lab, mode, tag=None):
         "cpu_s": cpu,
         "src_list_ms_max": round(max(probe.samples), 1) if probe.samples else None,
         "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,
+        "ctl_list_ms_median": (round(statistics.median(probe.ctl_samples), 1)
+                               if probe.ctl_samples else None),
+        "src_api_ms_median": percentile(api_ms, 50),
+        "src_api_ms_p99": percentile(api_ms, 99),
+        "src_api_ms_max": round(max(api_ms), 1) if api_ms else None,
+        "src_api_samples": [round(x, 2) for x in api_ms],
+        # when the calls that took over 50 ms started, in s from the migration's start
+        "src_api_slow_at": [(round(t / 1000, 2), round(ms)) for t, ms in api_at if ms > 50],
         "postcopy_requests": num(src.get("Postcopy requests")),
         "preempt": pc.get("preempt_b"),
         "blocktime_ms": pc.get("blocktime_ms"),
@@ -728,10 +811,17 @@ def main():
         med[m] = {k: statistics.median(r[k] for r in rs)
                   for k in ("throughput_mib_s", "total_s", "downtime_ms", "data_mib",
                             "postcopy_requests")}
-        for k in ("src_list_ms_median", "src_list_ms_max", "disk_mib", "storage_mib_s",
+        for k in ("src_list_ms_median", "src_list_ms_max", "ctl_list_ms_median",
+                  "src_api_ms_median", "src_api_ms_p99", "src_api_ms_max", "disk_mib", "storage_mib_s",
                   "blocktime_ms", "wait_ms_per_request", "pc_switch_mib", "pc_phase_mib_s"):
             vals = [r[k] for r in rs if r.get(k) is not None]
             med[m][k] = statistics.median(vals) if vals else None
+        # the answer times of all runs together: a migration's few
+        # seconds give each run too few samples for a p99 of its own
+        pooled = [x for r in rs for x in r.get("src_api_samples") or []]
+        med[m]["src_api_pooled"] = {"n": len(pooled), "p50": percentile(pooled, 50),
+                                    "p90": percentile(pooled, 90), "p99": percentile(pooled, 99),
+                                    "max": round(max(pooled), 1) if pooled else None}
         med[m]["cpu_s"] = {k: statistics.median(r["cpu_s"].get(k, 0) for r in rs) for k in cpu_keys}
         med[m]["daemon_ms_per_mib"] = round(1000 * sum(
             v for k, v in med[m]["cpu_s"].items() if "qemu" not in k) / max(med[m]["data_mib"], 1), 2)
@@ -759,6 +849,24 @@ def main():
         print("%-11s %9.0f %8.2f %9.0f %9.0f %11.2f %-10s %13s  %s" % (
             m, r["throughput_mib_s"], r["total_s"], r["downtime_ms"], r["data_mib"],
             r["daemon_ms_per_mib"], "%.2fx" % r["ratio"] if r["ratio"] else "baseline", lat, cpu))
+
+    print("\nsource daemon's answer time during the migration, ms: one call on an open"
+          " connection (api_probe, every 20 ms, all runs pooled) p50/p90/p99/max; `virsh list`"
+          " (a fresh client each time) and the control, a fresh virsh that asks no daemon:"
+          " medians of the runs' medians")
+    for m, r in med.items():
+        base = MODES[m][2]
+        b = med.get(base) if base else None
+        pa = r["src_api_pooled"]
+        d = ""
+        if b and pa["p99"] is not None and b["src_api_pooled"]["p99"] is not None:
+            d = " (p50 %+.1f, p99 %+.1f, virsh list %+.1f, control %+.1f vs %s)" % (
+                pa["p50"] - b["src_api_pooled"]["p50"], pa["p99"] - b["src_api_pooled"]["p99"],
+                r["src_list_ms_median"] - b["src_list_ms_median"],
+                r["ctl_list_ms_median"] - b["ctl_list_ms_median"], base)
+        print("  %-11s api %s/%s/%s/%s of %d  virsh list %s  control %s%s" % (
+            m, pa["p50"], pa["p90"], pa["p99"], pa["max"], pa["n"],
+            r["src_list_ms_median"], r["ctl_list_ms_median"], d))
 
     concurrent = None
     if conc["native"] and conc["tunnel"]:
