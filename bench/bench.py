@@ -235,37 +235,49 @@ class ApiProbe:
     """The source daemon's answer time to one call on a connection opened
     once (bench/api_probe.c: virConnectListAllDomains every 20 ms), which
     is what a management application sees, without the client's start and
-    handshake that `virsh list` also times."""
+    handshake that `virsh list` also times.  A thread reads its lines as
+    they come, so that its pipe never fills."""
 
     def __init__(self, host):
-        self.t0_ms = 0.0
-        self.proc = subprocess.Popen([api_probe(), host.client_uri(), "20", "5000"],
+        self.lines = []
+        self.proc = subprocess.Popen([API_PROBE, host.client_uri(), "20", "100000"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.started = time.monotonic()
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         # the connection is open before the migration starts
-        line = self.proc.stdout.readline().strip()
-        if line != "READY":
-            self.proc.kill()
-            self.proc.wait()
-            raise Failure("api_probe did not start: %r" % line)
+        if not self.ready.wait(30) or self.lines[:1] != ["READY"]:
+            self.kill()
+            raise Failure("api_probe did not connect within 30 s: %r" % self.lines[:2])
+        del self.lines[0]
 
-    def stop(self):
-        """Its samples, (ms since the migration started, ms the call took);
-        a probe that failed or hung is a failure."""
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.strip())
+            self.ready.set()
+        self.ready.set()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def stop(self, t0, t1):
+        """The calls that started between the monotonic times t0 and t1 (the
+        migration), as (s since t0, ms the call took); a probe that failed
+        or hung is a failure."""
+        self.proc.stdin.close()
         try:
-            out, _ = self.proc.communicate(timeout=60)   # closes its stdin first
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise Failure("api_probe did not stop within 60 s")
+        self.reader.join(timeout=60)
         if self.proc.returncode != 0:
-            raise Failure("api_probe failed: %s" % out.strip().splitlines()[-1:])
-        pairs = [line.split() for line in out.splitlines()]
-        return [((float(t) - self.t0_ms), float(ms)) for t, ms in pairs]
-
-    def mark(self):
-        """The migration starts now."""
-        self.t0_ms = (time.monotonic() - self.started) * 1000
+            raise Failure("api_probe failed: %s" % (self.lines or ["?"])[-1])
+        # api_probe prints CLOCK_MONOTONIC ms, the clock of time.monotonic()
+        at = [(float(t) / 1000 - t0, float(ms)) for t, ms in (line.split() for line in self.lines)]
+        return [(t, ms) for t, ms in at if 0 <= t <= t1 - t0]
 
 
 def percentile(samples, q):
@@ -606,11 +618,14 @@ def one_run(lab, mode, tag=None):
     profiler = Profiler(a, b, tag or mode) if PROFILE else None
     probe = LatencyProbe(a)
     probe.start()
-    api = ApiProbe(a)
+    try:
+        api = ApiProbe(a)
+    except Failure:
+        probe.stop.set()
+        raise
     if profiler:
         profiler.start()
     t0 = time.monotonic()
-    api.mark()
     # post-copy modes: B's QEMU measures how long the guest's vCPUs wait
     # for the pages they fault on (postcopy-blocktime, through a QMP
     # monitor of its own), then the switch
@@ -639,17 +654,22 @@ def one_run(lab, mode, tag=None):
                                      on_switch=lambda: (sampler.mark(), tl and tl.start())))
         else:
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
+    except BaseException:
+        probe.stop.set()
+        api.kill()
+        raise
     finally:
         relay_cpu = sum(c.stop() for c in chains)
         if tl:
             tl.stop.set()
-    wall = time.monotonic() - t0
+    t1 = time.monotonic()
+    wall = t1 - t0
+    api_at = api.stop(t0, t1)
+    api_ms = [ms for _, ms in api_at]
     src = jobinfo(a, ec.GNAME)
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
     sampler.stop.set()
     probe.stop.set()
-    api_at = api.stop()
-    api_ms = [ms for _, ms in api_at]
     pc_parts = (tl.finish(os.path.join(OUT, "%s.timeline.json" % (tag or mode)))
                 if tl and tl.t0 is not None else None)
     sampler.join()
@@ -700,7 +720,7 @@ def one_run(lab, mode, tag=None):
         "src_api_ms_max": round(max(api_ms), 1) if api_ms else None,
         "src_api_samples": [round(x, 2) for x in api_ms],
         # when the calls that took over 50 ms started, in s from the migration's start
-        "src_api_slow_at": [(round(t / 1000, 2), round(ms)) for t, ms in api_at if ms > 50],
+        "src_api_slow_at": [(round(t, 2), round(ms)) for t, ms in api_at if ms > 50],
         "postcopy_requests": num(src.get("Postcopy requests")),
         "preempt": pc.get("preempt_b"),
         "blocktime_ms": pc.get("blocktime_ms"),
@@ -779,6 +799,7 @@ def main():
         chart(r["median"], r["loopback_mib_s"], r.get("forwarder_mib_s"), r.get("concurrent"))
         return 0
     ec.build_helpers()
+    api_probe()
     lab = e2e.Lab()
     runs = {m: [] for m in MODES}
     conc = {"native": [], "tunnel": []}
