@@ -12,15 +12,14 @@
  * the clock of Python's time.monotonic()) and the milliseconds it took.
  * It stops after MAX calls or as soon as its standard input closes (the
  * bench closes it when the migration is over).  Exits 1 with a message
- * on any error.
+ * on any error (the lab's clients' fail()).
  */
 #include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
-#include <libvirt/libvirt.h>
-#include <libvirt/virterror.h>
+
+#define LAB_CLIENT_NAME "api_probe"
+#include "lab-client.h"
 
 static double
 now_ms(void)
@@ -41,11 +40,9 @@ main(int argc, char **argv)
         fprintf(stderr, "usage: api_probe URI INTERVAL_MS MAX\n");
         return 2;
     }
-    if (!(conn = virConnectOpen(argv[1]))) {
-        virErrorPtr err = virGetLastError();
-        printf("ERROR: %s\n", err && err->message ? err->message : "cannot connect");
-        return 1;
-    }
+    lab_init();
+    if (!(conn = virConnectOpen(argv[1])))
+        fail("cannot connect");
     printf("READY\n");
     fflush(stdout);
 
@@ -57,12 +54,8 @@ main(int argc, char **argv)
         double t1 = now_ms();
         int j;
 
-        if (n < 0) {
-            virErrorPtr err = virGetLastError();
-            printf("ERROR: %s\n", err && err->message ? err->message : "list failed");
-            virConnectClose(conn);
-            return 1;
-        }
+        if (n < 0)
+            fail("list failed");
         for (j = 0; j < n; j++)
             virDomainFree(doms[j]);
         free(doms);
