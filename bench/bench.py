@@ -119,6 +119,19 @@ TRACE = os.environ.get("BENCH_TRACE") == "1"
 # every such event (where the daemons fault, say) instead of the CPU clock
 RECORD_EVENT = (["-e", os.environ["BENCH_RECORD_EVENT"], "-c", "1"]
                 if os.environ.get("BENCH_RECORD_EVENT") else ["-F", "999"])
+# BENCH_SCHED=1: `perf sched record` of the whole machine during each
+# migration, and for each call of the API probe that took SCHED_SLOW_MS or
+# more, what the source daemon's threads did meanwhile: how long each ran,
+# and how long each waited for a CPU once woken (<mode>-<run>.sched.txt)
+SCHED = os.environ.get("BENCH_SCHED") == "1"
+SCHED_SLOW_MS = 20
+# BENCH_AUTOGROUP=0 or 1: the kernel's kernel.sched_autogroup_enabled for
+# the whole run, put back afterwards.  Each lab host is a session of its
+# own, and so is each QEMU, and with autogroups (the default) the kernel
+# shares the CPUs fairly between those groups first, and only then
+# between their threads (see performance.md, "What holds the slow calls")
+AUTOGROUP_SYSCTL = "/proc/sys/kernel/sched_autogroup_enabled"
+AUTOGROUP = os.environ.get("BENCH_AUTOGROUP")
 PERF_EVENTS = ("raw_syscalls:sys_enter", "context-switches", "page-faults", "task-clock")
 IDLE_S = 3.0
 
@@ -386,6 +399,103 @@ class Profiler:
         return result
 
 
+class SchedTrace:
+    """The scheduler's view of the source daemon while a migration runs
+    (BENCH_SCHED): which of its threads ran, or waited for a CPU, while a
+    slow API call waited for its answer."""
+
+    def __init__(self, a, tag):
+        self.dir = os.path.join(OUT, "profile")
+        os.makedirs(self.dir, exist_ok=True)
+        self.data = os.path.join(self.dir, "%s.sched.data" % tag)
+        self.txt = os.path.join(self.dir, "%s.sched.txt" % tag)
+        self.pid = next(iter(a.daemon_pids().values()))
+        for comm, pid in a.daemon_pids().items():
+            if comm in ("libvirtd", "virtqemud"):
+                self.pid = pid
+        # CLOCK_MONOTONIC: the probe's clock, and time.monotonic()'s
+        self.proc = subprocess.Popen(["perf", "sched", "record", "-k", "CLOCK_MONOTONIC",
+                                      "-a", "-o", self.data],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def slices(self):
+        """[(task, pid, start s, run ms, delay ms)] of every task: each ran
+        for run ms from start, after waiting delay ms for a CPU."""
+        out = subprocess.run(["perf", "sched", "timehist", "-i", self.data],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             timeout=600).stdout
+        res = []
+        for line in out.splitlines():
+            f = line.split()
+            # time [cpu] comm[tid/pid] wait delay run
+            if len(f) < 6 or not f[0][0].isdigit() or not f[1].startswith("["):
+                continue
+            try:
+                end, delay, run = float(f[0]), float(f[-2]), float(f[-1])
+            except ValueError:
+                continue
+            task = " ".join(f[2:-3])
+            pid = task.rsplit("[", 1)[-1].rstrip("]").split("/")[-1]
+            res.append((task, pid, end - run / 1000, run, delay))
+        return res
+
+    @staticmethod
+    def overlap(a0, a1, b0, b1):
+        return max(0.0, min(a1, b1) - max(a0, b0)) * 1000
+
+    def report(self, api_at, t0):
+        """Per slow call, the daemon threads' run and CPU-wait time that fell
+        in its window, and which other tasks ran meanwhile; and the main
+        thread's longest runs and waits."""
+        self.stop()
+        sl = self.slices()
+        pid = str(self.pid)
+        ours = [x for x in sl if x[1] == pid]
+        others = [x for x in sl if x[1] != pid and not x[0].startswith("<idle>")]
+        lines = []
+        for t, ms in api_at:
+            if ms < SCHED_SLOW_MS:
+                continue
+            w0, w1 = t0 + t, t0 + t + ms / 1000
+            per = {}
+            for task, _, start, run, delay in ours:
+                r = self.overlap(w0, w1, start, start + run / 1000)
+                d = self.overlap(w0, w1, start - delay / 1000, start)
+                if r or d:
+                    x = per.setdefault(task, [0.0, 0.0])
+                    x[0] += r
+                    x[1] += d
+            meanwhile = {}
+            for task, _, start, run, _ in others:
+                r = self.overlap(w0, w1, start, start + run / 1000)
+                if r:
+                    meanwhile[task] = meanwhile.get(task, 0.0) + r
+            busy = ", ".join("%s ran %.1f waited %.1f" % (c, x[0], x[1])
+                             for c, x in sorted(per.items(), key=lambda kv: -sum(kv[1]))[:3])
+            other = ", ".join("%s %.1f" % (c, r) for c, r in
+                              sorted(meanwhile.items(), key=lambda kv: -kv[1])[:3])
+            lines.append("call at %.3f s took %.1f ms: %s; on the CPUs meanwhile: %s"
+                         % (t, ms, busy or "no thread ran", other or "nothing"))
+        main = [x for x in ours if x[0].endswith("[%s]" % pid)]
+        lines.append("main thread's longest runs (ms@s): " + ", ".join(
+            "%.1f@%.3f" % (run, start - t0) for _, _, start, run, _ in
+            sorted(main, key=lambda x: -x[3])[:10]))
+        lines.append("main thread's longest waits for a CPU (ms): " + ", ".join(
+            "%.1f" % d for d in sorted((x[4] for x in main), reverse=True)[:10]))
+        with open(self.txt, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return lines
+
+
 def free_port(addr):
     s = socket.socket()
     s.bind((addr, 0))
@@ -614,6 +724,7 @@ def one_run(lab, mode, tag=None):
     sampler.start()
     profiler = Profiler(a, b, tag or mode) if PROFILE else None
     api = ApiProbe(a)
+    sched = SchedTrace(a, tag or mode) if SCHED else None
     probe = LatencyProbe(a)
     probe.start()
     if profiler:
@@ -650,6 +761,8 @@ def one_run(lab, mode, tag=None):
     except BaseException:
         probe.stop.set()
         api.kill()
+        if sched:
+            sched.stop()
         raise
     finally:
         relay_cpu = sum(c.stop() for c in chains)
@@ -658,6 +771,7 @@ def one_run(lab, mode, tag=None):
     t1 = time.monotonic()
     wall = t1 - t0
     api_at = api.stop(t0, t1)
+    sched_report = sched.report(api_at, t0) if sched else None
     src = jobinfo(a, ec.GNAME)
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
     sampler.stop.set()
@@ -707,6 +821,7 @@ def one_run(lab, mode, tag=None):
         "src_list_ms_median": round(statistics.median(probe.samples), 1) if probe.samples else None,
         "ctl_list_ms_median": (round(statistics.median(probe.ctl_samples), 1)
                                if probe.ctl_samples else None),
+        "sched": sched_report,
         "src_api_samples": [round(ms, 2) for _, ms in api_at],
         # when the calls that took over 50 ms started, in s from the migration's start
         "src_api_slow_at": [(round(t, 2), round(ms)) for t, ms in api_at if ms > 50],
@@ -792,7 +907,13 @@ def main():
     lab = e2e.Lab()
     runs = {m: [] for m in MODES}
     conc = {"native": [], "tunnel": []}
+    autogroup_was = open(AUTOGROUP_SYSCTL).read().strip()
     try:
+        if AUTOGROUP in ("0", "1"):
+            with open(AUTOGROUP_SYSCTL, "w") as f:
+                f.write(AUTOGROUP)
+        autogroup = open(AUTOGROUP_SYSCTL).read().strip()
+        print("kernel.sched_autogroup_enabled = %s" % autogroup, flush=True)
         lab.hosts("patched", "patched", env=LAB_ENV)
         ceiling = loopback_ceiling()
         fwd, fwd_cpu = forwarder_ceiling()
@@ -814,6 +935,9 @@ def main():
     finally:
         lab.cleanup()
         lab.stop()
+        if open(AUTOGROUP_SYSCTL).read().strip() != autogroup_was:
+            with open(AUTOGROUP_SYSCTL, "w") as f:
+                f.write(autogroup_was)
 
     med = {}
     for m, rs in runs.items():
@@ -854,7 +978,8 @@ def main():
         cpu = " ".join("%s=%.2f" % (k, v) for k, v in sorted(r["cpu_s"].items()))
         if r["storage_mib_s"]:
             cpu = "storage %.0f MiB at %.0f MiB/s; %s" % (r["disk_mib"], r["storage_mib_s"], cpu)
-        lat = "%s/%s" % (r["src_list_ms_median"], r["src_list_ms_max"])
+        lat = "/".join("%.1f" % v if v is not None else "-"
+                       for v in (r["src_list_ms_median"], r["src_list_ms_max"]))
         print("%-11s %9.0f %8.2f %9.0f %9.0f %11.2f %-10s %13s  %s" % (
             m, r["throughput_mib_s"], r["total_s"], r["downtime_ms"], r["data_mib"],
             r["daemon_ms_per_mib"], "%.2fx" % r["ratio"] if r["ratio"] else "baseline", lat, cpu))
@@ -970,7 +1095,7 @@ def main():
               "splice_forwarder_mib_s": spl, "splice_forwarder_cpu_ms_per_mib": round(spl_cpu, 3),
               "downtime_limit_ms": DOWNTIME_MS,
               "concurrent": concurrent, "concurrent_n": CONCURRENT,
-              "concurrent_all": conc,
+              "concurrent_all": conc, "sched_autogroup": autogroup,
               "median": med, "all": runs,
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(os.path.join(OUT, "result.json"), "w") as f:
