@@ -1,0 +1,215 @@
+"""make bench's profilers: perf stat/record on every daemon
+(BENCH_PROFILE) and the scheduler's view of the source daemon
+(BENCH_SCHED)."""
+import os
+import signal
+import subprocess
+import time
+
+from bench_config import (AUTOGROUP_SYSCTL, IDLE_S, OUT, PERF_EVENTS, RECORD_EVENT, SCHED_SLOW_MS,
+                          TRACE)
+
+
+class Profiler:
+    """perf stat and perf record attached to every libvirt daemon of both
+    hosts for the duration of one migration (see BENCH_PROFILE)."""
+
+    def __init__(self, a, b, tag):
+        self.tag = tag
+        self.dir = os.path.join(OUT, "profile")
+        os.makedirs(self.dir, exist_ok=True)
+        self.daemons = {}
+        for hn, h in (("A", a), ("B", b)):
+            for comm, pid in h.daemon_pids().items():
+                self.daemons["%s %s" % (hn, comm)] = pid
+        self.procs = []
+        self.idle = self.counts(IDLE_S)
+
+    def _file(self, name, ext):
+        return os.path.join(self.dir, "%s-%s.%s" % (self.tag, name.replace(" ", "-"), ext))
+
+    def _stat(self, pid, out):
+        # --no-inherit: not the QEMU a daemon forks on the destination
+        return subprocess.Popen(["perf", "stat", "--no-inherit", "-x", ",", "-o", out,
+                                 "-e", ",".join(PERF_EVENTS), "-p", str(pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def _parse(path):
+        counts = {}
+        for line in open(path):
+            f = line.strip().split(",")
+            if len(f) > 2 and f[2] in PERF_EVENTS:
+                try:
+                    counts[f[2]] = float(f[0])
+                except ValueError:
+                    counts[f[2]] = 0.0
+        return counts
+
+    def _stop(self, procs):
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def counts(self, seconds):
+        """What each daemon does per second while nothing migrates."""
+        procs, files = [], {}
+        for name, pid in self.daemons.items():
+            files[name] = self._file(name, "idle.stat")
+            procs.append(self._stat(pid, files[name]))
+        time.sleep(seconds)
+        self._stop(procs)
+        return {n: {k: v / seconds for k, v in self._parse(f).items()} for n, f in files.items()}
+
+    def start(self):
+        self.t0 = time.monotonic()
+        for name, pid in self.daemons.items():
+            self.procs.append(self._stat(pid, self._file(name, "stat")))
+            self.procs.append(subprocess.Popen(
+                ["perf", "record", "-q", "--no-inherit", "-g"] + RECORD_EVENT + [
+                 "-o", self._file(name, "data"),
+                 "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if TRACE:
+                self.procs.append(subprocess.Popen(
+                    ["perf", "trace", "-s", "-o", self._file(name, "trace"),
+                     "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self, data_mib):
+        """Counts per MiB moved, idle rate subtracted, and top symbols."""
+        wall = time.monotonic() - self.t0
+        self._stop(self.procs)
+        result = {}
+        for name in self.daemons:
+            got = self._parse(self._file(name, "stat"))
+            idle = self.idle.get(name, {})
+            net = {k: max(0.0, got.get(k, 0.0) - idle.get(k, 0.0) * wall) for k in PERF_EVENTS}
+            result[name] = {
+                "syscalls_per_mib": round(net["raw_syscalls:sys_enter"] / max(data_mib, 1), 1),
+                "ctxsw_per_mib": round(net["context-switches"] / max(data_mib, 1), 1),
+                "faults_per_mib": round(net["page-faults"] / max(data_mib, 1), 1),
+                "cpu_ms_per_mib": round(net["task-clock"] / max(data_mib, 1), 3),
+                "idle_cpu_ms_per_s": round(idle.get("task-clock", 0.0), 2),
+            }
+            report = subprocess.run(
+                ["perf", "report", "-q", "--stdio", "--no-children", "--sort", "dso,symbol",
+                 "-g", "none", "--percent-limit", "1", "-i", self._file(name, "data")],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, timeout=300)
+            top = [ln.strip() for ln in report.stdout.splitlines() if ln.strip()][:25]
+            with open(self._file(name, "txt"), "w") as f:
+                f.write("\n".join(top) + "\n")
+            result[name]["top"] = top[:8]
+        return result
+
+
+class SchedTrace:
+    """The scheduler's view of the source daemon while a migration runs
+    (BENCH_SCHED): which of its threads ran, or waited for a CPU, while a
+    slow API call waited for its answer."""
+
+    def __init__(self, a, tag):
+        self.dir = os.path.join(OUT, "profile")
+        os.makedirs(self.dir, exist_ok=True)
+        self.data = os.path.join(self.dir, "%s.sched.data" % tag)
+        self.txt = os.path.join(self.dir, "%s.sched.txt" % tag)
+        self.pid = next(iter(a.daemon_pids().values()))
+        for comm, pid in a.daemon_pids().items():
+            if comm in ("libvirtd", "virtqemud"):
+                self.pid = pid
+        # CLOCK_MONOTONIC: the probe's clock, and time.monotonic()'s
+        self.proc = subprocess.Popen(["perf", "sched", "record", "-k", "CLOCK_MONOTONIC",
+                                      "-a", "-o", self.data],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def slices(self):
+        """[(task, pid, start s, run ms, delay ms)] of every task: each ran
+        for run ms from start, after waiting delay ms for a CPU."""
+        out = subprocess.run(["perf", "sched", "timehist", "-i", self.data],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             timeout=600).stdout
+        res = []
+        for line in out.splitlines():
+            f = line.split()
+            # time [cpu] comm[tid/pid] wait delay run
+            if len(f) < 6 or not f[0][0].isdigit() or not f[1].startswith("["):
+                continue
+            try:
+                end, delay, run = float(f[0]), float(f[-2]), float(f[-1])
+            except ValueError:
+                continue
+            task = " ".join(f[2:-3])
+            pid = task.rsplit("[", 1)[-1].rstrip("]").split("/")[-1]
+            res.append((task, pid, end - run / 1000, run, delay))
+        return res
+
+    @staticmethod
+    def overlap(a0, a1, b0, b1):
+        return max(0.0, min(a1, b1) - max(a0, b0)) * 1000
+
+    def report(self, api_at, t0):
+        """Per slow call, the daemon threads' run and CPU-wait time that fell
+        in its window, and which other tasks ran meanwhile; and the main
+        thread's longest runs and waits."""
+        self.stop()
+        sl = self.slices()
+        pid = str(self.pid)
+        ours = [x for x in sl if x[1] == pid]
+        others = [x for x in sl if x[1] != pid and not x[0].startswith("<idle>")]
+        lines = []
+        for t, ms in api_at:
+            if ms < SCHED_SLOW_MS:
+                continue
+            w0, w1 = t0 + t, t0 + t + ms / 1000
+            per = {}
+            for task, _, start, run, delay in ours:
+                r = self.overlap(w0, w1, start, start + run / 1000)
+                d = self.overlap(w0, w1, start - delay / 1000, start)
+                if r or d:
+                    x = per.setdefault(task, [0.0, 0.0])
+                    x[0] += r
+                    x[1] += d
+            meanwhile = {}
+            for task, _, start, run, _ in others:
+                r = self.overlap(w0, w1, start, start + run / 1000)
+                if r:
+                    meanwhile[task] = meanwhile.get(task, 0.0) + r
+            busy = ", ".join("%s ran %.1f waited %.1f" % (c, x[0], x[1])
+                             for c, x in sorted(per.items(), key=lambda kv: -sum(kv[1]))[:3])
+            other = ", ".join("%s %.1f" % (c, r) for c, r in
+                              sorted(meanwhile.items(), key=lambda kv: -kv[1])[:3])
+            lines.append("call at %.3f s took %.1f ms: %s; on the CPUs meanwhile: %s"
+                         % (t, ms, busy or "no thread ran", other or "nothing"))
+        main = [x for x in ours if x[0].endswith("[%s]" % pid)]
+        lines.append("main thread's longest runs (ms@s): " + ", ".join(
+            "%.1f@%.3f" % (run, start - t0) for _, _, start, run, _ in
+            sorted(main, key=lambda x: -x[3])[:10]))
+        lines.append("main thread's longest waits for a CPU (ms): " + ", ".join(
+            "%.1f" % d for d in sorted((x[4] for x in main), reverse=True)[:10]))
+        with open(self.txt, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return lines
+
+
+def autogroups(value=None):
+    """kernel.sched_autogroup_enabled, set first to value ("0" or "1")
+    when it is one and differs (BENCH_AUTOGROUP)."""
+    with open(AUTOGROUP_SYSCTL) as f:
+        now = f.read().strip()
+    if value in ("0", "1") and value != now:
+        with open(AUTOGROUP_SYSCTL, "w") as f:
+            f.write(value)
+        now = value
+    return now
