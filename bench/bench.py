@@ -16,9 +16,9 @@ each migration: `perf stat` counts syscalls, context switches, page faults
 and CPU time, reported per MiB moved with each daemon's idle rate (measured
 just before, over the same guest) subtracted; `perf record` samples the
 call stacks, and the top symbols of each daemon go to
-build/bench/profile/<mode>-<run>-<daemon>.txt.  BENCH_SCHED=1 traces the
-scheduler instead, for the source daemon's slow answers; BENCH_AUTOGROUP
-sets the kernel's autogroups for the run (docs/performance.md).
+build/bench/profile/<mode>-<run>-<daemon>.txt.  BENCH_SCHED=1 also traces
+the scheduler, for the source daemon's slow answers; BENCH_AUTOGROUP sets
+the kernel's autogroups for the run (docs/performance.md).
 
 This file runs the migrations; bench_config.py has the modes and the
 BENCH_* settings, bench_probes.py what is sampled during a migration,
@@ -41,10 +41,10 @@ from bench_config import (API_PROBE, API_PROBE_SRC, AUTOGROUP, CONCURRENT,  # no
                           DISK_MIB, DOWNTIME_MS, GUEST_MEM, LAB_ENV, MODES, OUT,
                           PC_PRECOPY_MIB_S, PC_SWITCH_MIB, PROFILE, RUNS, SCHED, WL_MEM,
                           WL_RATE, compared_by)
-from bench_perf import Profiler, SchedTrace, autogroups  # noqa: E402
+from bench_perf import Profiler, SchedTrace  # noqa: E402
 from bench_probes import ApiProbe, CpuSampler, LatencyProbe, MirrorClock  # noqa: E402
 from bench_relays import RelayChain, forwarder_ceiling, free_port, loopback_ceiling  # noqa: E402
-from bench_util import built, num, percentile  # noqa: E402
+from bench_util import autogroups, built, num, percentile  # noqa: E402
 from labpy import Failure, Guest, jobinfo, parse_console, wait_for  # noqa: E402
 
 
@@ -93,11 +93,16 @@ def one_run(lab, mode, tag=None):
     sampler.start()
     profiler = Profiler(a, b, tag or mode) if PROFILE else None
     api = ApiProbe(a)
-    sched = SchedTrace(a, tag or mode) if SCHED else None
     probe = LatencyProbe(a)
     probe.start()
     if profiler:
         profiler.start()
+    try:
+        sched = SchedTrace(a, tag or mode) if SCHED else None
+    except BaseException:
+        probe.stop.set()
+        api.kill()
+        raise
     t0 = time.monotonic()
     # post-copy modes: B's QEMU measures how long the guest's vCPUs wait
     # for the pages they fault on (postcopy-blocktime, through a QMP
@@ -139,8 +144,9 @@ def one_run(lab, mode, tag=None):
             tl.stop.set()
     t1 = time.monotonic()
     wall = t1 - t0
+    if sched:
+        sched.stop()
     api_at = api.stop(t0, t1)
-    sched_report = sched.report(api_at, t0) if sched else None
     src = jobinfo(a, ec.GNAME)
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
     sampler.stop.set()
@@ -149,6 +155,8 @@ def one_run(lab, mode, tag=None):
                 if tl and tl.t0 is not None else None)
     sampler.join()
     probe.join()
+    # read the trace once nothing else of the run is measured
+    sched_report = sched.report(api_at, t0, t1, api.proc.pid) if sched else None
     clock.stop.set()
     if storage:
         clock.join()
@@ -266,10 +274,13 @@ def main():
     lab = e2e.Lab()
     runs = {m: [] for m in MODES}
     conc = {"native": [], "tunnel": []}
-    autogroup_was = autogroups()
+    if AUTOGROUP not in (None, "0", "1"):
+        raise Failure("BENCH_AUTOGROUP must be 0 or 1, not %r" % AUTOGROUP)
+    autogroup_was = autogroups() if AUTOGROUP else None
     try:
         autogroup = autogroups(AUTOGROUP)
-        print("kernel.sched_autogroup_enabled = %s" % autogroup, flush=True)
+        if AUTOGROUP:
+            print("kernel.sched_autogroup_enabled = %s" % autogroup, flush=True)
         lab.hosts("patched", "patched", env=LAB_ENV)
         ceiling = loopback_ceiling()
         fwd, fwd_cpu = forwarder_ceiling()
@@ -289,9 +300,12 @@ def main():
                     conc[name].append(concurrent_run(lab, tun, CONCURRENT))
                     lab.cleanup()
     finally:
-        lab.cleanup()
-        lab.stop()
-        autogroups(autogroup_was)
+        try:
+            lab.cleanup()
+            lab.stop()
+        finally:
+            if autogroup_was is not None:
+                autogroups(autogroup_was)
 
     med = {}
     for m, rs in runs.items():

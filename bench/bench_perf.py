@@ -6,8 +6,7 @@ import signal
 import subprocess
 import time
 
-from bench_config import (AUTOGROUP_SYSCTL, IDLE_S, OUT, PERF_EVENTS, RECORD_EVENT, SCHED_SLOW_MS,
-                          TRACE)
+from bench_config import IDLE_S, OUT, PERF_EVENTS, RECORD_EVENT, SCHED_SLOW_MS, TRACE
 
 
 class Profiler:
@@ -116,14 +115,22 @@ class SchedTrace:
         os.makedirs(self.dir, exist_ok=True)
         self.data = os.path.join(self.dir, "%s.sched.data" % tag)
         self.txt = os.path.join(self.dir, "%s.sched.txt" % tag)
-        self.pid = next(iter(a.daemon_pids().values()))
-        for comm, pid in a.daemon_pids().items():
-            if comm in ("libvirtd", "virtqemud"):
-                self.pid = pid
+        daemons = a.daemon_pids()
+        self.pid = next((daemons[c] for c in ("virtqemud", "libvirtd") if c in daemons),
+                        next(iter(daemons.values())))
+        if os.path.exists(self.data):
+            os.unlink(self.data)
         # CLOCK_MONOTONIC: the probe's clock, and time.monotonic()'s
         self.proc = subprocess.Popen(["perf", "sched", "record", "-k", "CLOCK_MONOTONIC",
                                       "-a", "-o", self.data],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # perf writes its header once it records
+        t0 = time.monotonic()
+        while not (os.path.exists(self.data) and os.path.getsize(self.data) > 0):
+            if self.proc.poll() is not None or time.monotonic() - t0 > 10:
+                self.stop()
+                raise RuntimeError("perf sched record did not start (10 s limit)")
+            time.sleep(0.05)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -135,40 +142,55 @@ class SchedTrace:
             self.proc.wait()
 
     def slices(self):
-        """[(task, pid, start s, run ms, delay ms)] of every task: each ran
-        for run ms from start, after waiting delay ms for a CPU."""
-        out = subprocess.run(["perf", "sched", "timehist", "-i", self.data],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                             timeout=600).stdout
-        res = []
-        for line in out.splitlines():
+        """[(task, pid, start s, run ms, cpu wait ms)] of every task, and the
+        events perf lost: each slice ran for run ms from start, after
+        waiting cpu wait ms for a CPU, since its wakeup or, if it was
+        preempted, since it was switched out (perf 6.1's "sch delay"
+        counts only the former, its "wait time" the latter)."""
+        p = subprocess.run(["perf", "sched", "timehist", "--state", "-i", self.data],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=600)
+        res, lost, runnable = [], 0, {}
+        for line in p.stdout.splitlines():
             f = line.split()
-            # time [cpu] comm[tid/pid] wait delay run
-            if len(f) < 6 or not f[0][0].isdigit() or not f[1].startswith("["):
+            # "<time> lost N events on cpu C"
+            if len(f) > 2 and f[1] == "lost":
+                lost += int(f[2]) if f[2].isdigit() else 1
+            # time [cpu] comm[tid/pid] wait delay run state
+            if len(f) < 7 or not f[0][0].isdigit() or not f[1].startswith("["):
                 continue
             try:
-                end, delay, run = float(f[0]), float(f[-2]), float(f[-1])
+                end, wait, delay, run = float(f[0]), float(f[-4]), float(f[-3]), float(f[-2])
             except ValueError:
                 continue
-            task = " ".join(f[2:-3])
+            task = " ".join(f[2:-4])
             pid = task.rsplit("[", 1)[-1].rstrip("]").split("/")[-1]
+            if runnable.get(task):
+                delay += wait
+            runnable[task] = f[-1] == "R"
             res.append((task, pid, end - run / 1000, run, delay))
-        return res
+        return res, lost, p.returncode
 
     @staticmethod
     def overlap(a0, a1, b0, b1):
         return max(0.0, min(a1, b1) - max(a0, b0)) * 1000
 
-    def report(self, api_at, t0):
-        """Per slow call, the daemon threads' run and CPU-wait time that fell
-        in its window, and which other tasks ran meanwhile; and the main
-        thread's longest runs and waits."""
+    def report(self, api_at, t0, t1, probe_pid):
+        """Per slow call, the daemon's (and the probe's) threads' run and
+        CPU-wait time that fell in its window, and which other tasks ran
+        meanwhile; then the main thread's longest runs and waits during
+        the migration (t0 to t1)."""
         self.stop()
-        sl = self.slices()
+        sl, lost, rc = self.slices()
         pid = str(self.pid)
-        ours = [x for x in sl if x[1] == pid]
-        others = [x for x in sl if x[1] != pid and not x[0].startswith("<idle>")]
+        watched = (pid, str(probe_pid))
+        ours = [x for x in sl if x[1] in watched]
+        others = [x for x in sl if x[1] not in watched and not x[0].startswith("<idle>")]
         lines = []
+        if rc != 0 or not sl:
+            lines.append("perf sched timehist read nothing from %s (exit %d)" % (self.data, rc))
+        if lost:
+            lines.append("perf lost %d events: the figures below miss some" % lost)
         for t, ms in api_at:
             if ms < SCHED_SLOW_MS:
                 continue
@@ -187,29 +209,17 @@ class SchedTrace:
                 if r:
                     meanwhile[task] = meanwhile.get(task, 0.0) + r
             busy = ", ".join("%s ran %.1f waited %.1f" % (c, x[0], x[1])
-                             for c, x in sorted(per.items(), key=lambda kv: -sum(kv[1]))[:3])
+                             for c, x in sorted(per.items(), key=lambda kv: -sum(kv[1]))[:4])
             other = ", ".join("%s %.1f" % (c, r) for c, r in
                               sorted(meanwhile.items(), key=lambda kv: -kv[1])[:3])
             lines.append("call at %.3f s took %.1f ms: %s; on the CPUs meanwhile: %s"
                          % (t, ms, busy or "no thread ran", other or "nothing"))
-        main = [x for x in ours if x[0].endswith("[%s]" % pid)]
-        lines.append("main thread's longest runs (ms@s): " + ", ".join(
+        main = [x for x in ours if x[0].endswith("[%s]" % pid) and t0 <= x[2] <= t1]
+        lines.append("main thread's longest runs during the migration (ms@s): " + ", ".join(
             "%.1f@%.3f" % (run, start - t0) for _, _, start, run, _ in
             sorted(main, key=lambda x: -x[3])[:10]))
-        lines.append("main thread's longest waits for a CPU (ms): " + ", ".join(
-            "%.1f" % d for d in sorted((x[4] for x in main), reverse=True)[:10]))
+        lines.append("main thread's longest waits for a CPU during the migration (ms): " +
+                     ", ".join("%.1f" % d for d in sorted((x[4] for x in main), reverse=True)[:10]))
         with open(self.txt, "w") as f:
             f.write("\n".join(lines) + "\n")
         return lines
-
-
-def autogroups(value=None):
-    """kernel.sched_autogroup_enabled, set first to value ("0" or "1")
-    when it is one and differs (BENCH_AUTOGROUP)."""
-    with open(AUTOGROUP_SYSCTL) as f:
-        now = f.read().strip()
-    if value in ("0", "1") and value != now:
-        with open(AUTOGROUP_SYSCTL, "w") as f:
-            f.write(value)
-        now = value
-    return now

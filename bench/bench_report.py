@@ -50,7 +50,8 @@ def summary(med, runs, concurrent, ceiling, fwd, fwd_cpu, spl, spl_cpu):
                 r["ctl_list_ms_median"] - b["ctl_list_ms_median"], base)
         print("  %-11s api %s/%s/%s/%s of %d  virsh list %s  control %s%s" % (
             m, pa["p50"], pa["p90"], pa["p99"], pa["max"], pa["n"],
-            r["src_list_ms_median"], r["ctl_list_ms_median"], d))
+            *("%.1f" % v if v is not None else "-"
+              for v in (r["src_list_ms_median"], r["ctl_list_ms_median"])), d))
 
     if concurrent:
         print()
@@ -131,7 +132,6 @@ def summary(med, runs, concurrent, ceiling, fwd, fwd_cpu, spl, spl_cpu):
 
     if PROFILE:
         print_profile(runs)
-
 
 
 def print_profile(runs):

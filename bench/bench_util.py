@@ -4,7 +4,7 @@ import os
 import subprocess
 
 import e2e_common as ec
-from bench_config import CLK, OUT
+from bench_config import AUTOGROUP_SYSCTL, CLK, OUT
 
 
 def proc_stat(pid):
@@ -50,3 +50,16 @@ def num(s, default=0.0):
         return float(s.split()[0])
     except (AttributeError, ValueError, IndexError):
         return default
+
+
+def autogroups(value=None):
+    """kernel.sched_autogroup_enabled (None on a kernel without it), set
+    first to value ("0" or "1") if given (BENCH_AUTOGROUP)."""
+    if value is not None:
+        with open(AUTOGROUP_SYSCTL, "w") as f:
+            f.write(value)
+    try:
+        with open(AUTOGROUP_SYSCTL) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
