@@ -27,6 +27,7 @@ bench_report.py the tables and the chart.
 """
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,8 @@ def one_run(lab, mode, tag=None):
     except BaseException:
         probe.stop.set()
         api.kill()
+        if profiler:
+            profiler.abort()
         raise
     t0 = time.monotonic()
     # post-copy modes: B's QEMU measures how long the guest's vCPUs wait
@@ -132,20 +135,19 @@ def one_run(lab, mode, tag=None):
                                      on_switch=lambda: (sampler.mark(), tl and tl.start())))
         else:
             rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
+        # the migration's end, before the relays take their time to stop
+        t1 = time.monotonic()
     except BaseException:
         probe.stop.set()
         api.kill()
-        if sched:
-            sched.stop()
         raise
     finally:
+        if sched:
+            sched.stop()
         relay_cpu = sum(c.stop() for c in chains)
         if tl:
             tl.stop.set()
-    t1 = time.monotonic()
     wall = t1 - t0
-    if sched:
-        sched.stop()
     api_at = api.stop(t0, t1)
     src = jobinfo(a, ec.GNAME)
     profile = profiler.stop(ec.mib_of(src, "Data processed")) if profiler else None
@@ -263,6 +265,10 @@ def concurrent_run(lab, tunnelled, n):
 
 
 def main():
+    # `timeout` and CI stop the bench with SIGTERM: unwind as on an
+    # error, so that the lab is cleaned up and the autogroup setting put
+    # back
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     os.makedirs(OUT, exist_ok=True)
     if sys.argv[1:] == ["--chart-only"]:
         r = json.load(open(os.path.join(OUT, "result.json")))

@@ -1,9 +1,14 @@
 """make bench's profilers: perf stat/record on every daemon
 (BENCH_PROFILE) and the scheduler's view of the source daemon
 (BENCH_SCHED)."""
+import errno
+import json
 import os
+import select
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from bench_config import IDLE_S, OUT, PERF_EVENTS, RECORD_EVENT, SCHED_SLOW_MS, TRACE
@@ -65,6 +70,11 @@ class Profiler:
         self._stop(procs)
         return {n: {k: v / seconds for k, v in self._parse(f).items()} for n, f in files.items()}
 
+    def abort(self):
+        """Stop the perf processes of a run that will not be reported."""
+        self._stop(self.procs)
+        self.procs = []
+
     def start(self):
         self.t0 = time.monotonic()
         for name, pid in self.daemons.items():
@@ -120,17 +130,54 @@ class SchedTrace:
                         next(iter(daemons.values())))
         if os.path.exists(self.data):
             os.unlink(self.data)
+        # perf starts with its events off and says when it turned them
+        # on: only then has the migration a trace from its start
+        self.fifos = tempfile.mkdtemp(prefix="bench-sched-")
+        ctl, ack = os.path.join(self.fifos, "ctl"), os.path.join(self.fifos, "ack")
+        os.mkfifo(ctl)
+        os.mkfifo(ack)
         # CLOCK_MONOTONIC: the probe's clock, and time.monotonic()'s
         self.proc = subprocess.Popen(["perf", "sched", "record", "-k", "CLOCK_MONOTONIC",
-                                      "-a", "-o", self.data],
+                                      "-a", "-D", "-1", "--control", "fifo:%s,%s" % (ctl, ack),
+                                      "-o", self.data],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # perf writes its header once it records
-        t0 = time.monotonic()
-        while not (os.path.exists(self.data) and os.path.getsize(self.data) > 0):
-            if self.proc.poll() is not None or time.monotonic() - t0 > 10:
-                self.stop()
+        try:
+            self._enable(ctl, ack, time.monotonic() + 10)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _enable(self, ctl, ack, deadline):
+        """Turn perf's events on through its control fifo, and wait for its
+        ack, until deadline."""
+        def check():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("perf sched record did not start (10 s limit)")
+        while True:
+            try:
+                wfd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as e:
+                # ENXIO: perf has not opened it yet
+                if e.errno != errno.ENXIO:
+                    raise
+            check()
             time.sleep(0.05)
+        rfd = os.open(ack, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            os.write(wfd, b"enable\n")
+            got = b""
+            while b"ack" not in got:
+                check()
+                ready, _, _ = select.select([rfd], [], [], 0.1)
+                chunk = os.read(rfd, 64) if ready else b""
+                if ready and not chunk:
+                    # no writer yet: the fifo reads as closed
+                    time.sleep(0.01)
+                got += chunk
+        finally:
+            os.close(wfd)
+            os.close(rfd)
 
     def stop(self):
         if self.proc.poll() is None:
@@ -140,13 +187,16 @@ class SchedTrace:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        shutil.rmtree(self.fifos, ignore_errors=True)
 
     def slices(self):
-        """[(task, pid, start s, run ms, cpu wait ms)] of every task, and the
-        events perf lost: each slice ran for run ms from start, after
-        waiting cpu wait ms for a CPU, since its wakeup or, if it was
-        preempted, since it was switched out (perf 6.1's "sch delay"
-        counts only the former, its "wait time" the latter)."""
+        """[(task, pid, start s, run ms, cpu wait ms)] of every task, the
+        events perf lost, and timehist's exit status.  Each slice ran for
+        run ms from start, after waiting cpu wait ms for a CPU: since its
+        wakeup (`sch delay`) or, if its previous slice ended runnable
+        (preempted: state R, or W, which perf 6.1 prints for the kernel's
+        "preempted" report), since that slice ended (`wait time`, all of
+        the time off the CPU, which then holds any `sch delay`)."""
         p = subprocess.run(["perf", "sched", "timehist", "--state", "-i", self.data],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            timeout=600)
@@ -164,10 +214,11 @@ class SchedTrace:
             except ValueError:
                 continue
             task = " ".join(f[2:-4])
-            pid = task.rsplit("[", 1)[-1].rstrip("]").split("/")[-1]
-            if runnable.get(task):
-                delay += wait
-            runnable[task] = f[-1] == "R"
+            ids = task.rsplit("[", 1)[-1].rstrip("]").split("/")
+            tid, pid = ids[0], ids[-1]
+            if runnable.get(tid):
+                delay = max(delay, wait)
+            runnable[tid] = f[-1] in ("R", "W")
             res.append((task, pid, end - run / 1000, run, delay))
         return res, lost, p.returncode
 
@@ -222,4 +273,8 @@ class SchedTrace:
                      ", ".join("%.1f" % d for d in sorted((x[4] for x in main), reverse=True)[:10]))
         with open(self.txt, "w") as f:
             f.write("\n".join(lines) + "\n")
+        # what report() read, to read the trace again
+        with open(self.data.replace(".data", ".json"), "w") as f:
+            json.dump({"pid": self.pid, "probe_pid": probe_pid, "t0": t0, "t1": t1,
+                       "api_at": api_at}, f)
         return lines
