@@ -25,6 +25,7 @@ BENCH_* settings, bench_probes.py what is sampled during a migration,
 bench_perf.py the profilers, bench_relays.py the relays and ceilings,
 bench_report.py the tables and the chart.
 """
+import contextlib
 import json
 import os
 import signal
@@ -93,20 +94,6 @@ def one_run(lab, mode, tag=None):
     sampler.sample()
     sampler.start()
     profiler = Profiler(a, b, tag or mode) if PROFILE else None
-    api = ApiProbe(a)
-    probe = LatencyProbe(a)
-    probe.start()
-    if profiler:
-        profiler.start()
-    try:
-        sched = SchedTrace(a, tag or mode) if SCHED else None
-    except BaseException:
-        probe.stop.set()
-        api.kill()
-        if profiler:
-            profiler.abort()
-        raise
-    t0 = time.monotonic()
     # post-copy modes: B's QEMU measures how long the guest's vCPUs wait
     # for the pages they fault on (postcopy-blocktime, through a QMP
     # monitor of its own), then the switch
@@ -114,39 +101,50 @@ def one_run(lab, mode, tag=None):
     tl = pc_timeline.Timeline(a, b) if timeline else None
     extra = []
     chains = []
-    try:
-        if mode.startswith(("relay-", "splice-")):
-            # B's QEMU (and NBD server) listen on 127.0.0.3:port, A's QEMU
-            # connects to 127.0.0.2:port, the relays carry it between
-            splice = mode.startswith("splice-")
-            port = free_port("127.0.0.3")
-            chains.append(RelayChain(port, port, fork=True, splice=splice).start())
-            extra += ["--migrateuri", "tcp://127.0.0.2:%d" % port, "--listen-address", "127.0.0.3"]
-            if storage:
-                nbd = free_port("127.0.0.3")
-                chains.append(RelayChain(nbd, nbd, fork=True, splice=splice).start())
-                extra += ["--disks-port", str(nbd)]
-        if "postcopy" in flags:
-            extra += ["--bandwidth", str(PC_PRECOPY_MIB_S)]
-            xml, sock = ec.side_qmp_xml(a)
-            rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra + ["--xml", xml],
-                                 during=lambda proc: ec.switch_measuring_blocktime(
-                                     a, b, proc, pc, sock, after_mib=PC_SWITCH_MIB,
-                                     on_switch=lambda: (sampler.mark(), tl and tl.start())))
-        else:
-            rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
-        # the migration's end, before the relays take their time to stop
-        t1 = time.monotonic()
-    except BaseException:
-        probe.stop.set()
-        api.kill()
-        raise
-    finally:
-        if sched:
-            sched.stop()
-        relay_cpu = sum(c.stop() for c in chains)
-        if tl:
-            tl.stop.set()
+    # what a failure leaves to undo; on success, each is stopped below,
+    # in its place
+    with contextlib.ExitStack() as undo:
+        api = ApiProbe(a)
+        undo.callback(api.kill)
+        probe = LatencyProbe(a)
+        probe.start()
+        undo.callback(probe.stop.set)
+        if profiler:
+            profiler.start()
+            undo.callback(profiler.abort)
+        sched = SchedTrace(a, tag or mode) if SCHED else None
+        t0 = time.monotonic()
+        try:
+            if mode.startswith(("relay-", "splice-")):
+                # B's QEMU (and NBD server) listen on 127.0.0.3:port, A's QEMU
+                # connects to 127.0.0.2:port, the relays carry it between
+                splice = mode.startswith("splice-")
+                port = free_port("127.0.0.3")
+                chains.append(RelayChain(port, port, fork=True, splice=splice).start())
+                extra += ["--migrateuri", "tcp://127.0.0.2:%d" % port,
+                          "--listen-address", "127.0.0.3"]
+                if storage:
+                    nbd = free_port("127.0.0.3")
+                    chains.append(RelayChain(nbd, nbd, fork=True, splice=splice).start())
+                    extra += ["--disks-port", str(nbd)]
+            if "postcopy" in flags:
+                extra += ["--bandwidth", str(PC_PRECOPY_MIB_S)]
+                xml, sock = ec.side_qmp_xml(a)
+                rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra + ["--xml", xml],
+                                     during=lambda proc: ec.switch_measuring_blocktime(
+                                         a, b, proc, pc, sock, after_mib=PC_SWITCH_MIB,
+                                         on_switch=lambda: (sampler.mark(), tl and tl.start())))
+            else:
+                rc, out = ec.migrate(a, b, flags, transport=transport, extra=extra)
+            # the migration's end, before the relays take their time to stop
+            t1 = time.monotonic()
+        finally:
+            if sched:
+                sched.stop()
+            relay_cpu = sum(c.stop() for c in chains)
+            if tl:
+                tl.stop.set()
+        undo.pop_all()
     wall = t1 - t0
     api_at = api.stop(t0, t1)
     src = jobinfo(a, ec.GNAME)
