@@ -179,10 +179,10 @@ def one_run(lab, mode, tag=None):
         pc_phase = round(mib / secs, 1) if secs > 0 else None
         # where the phase's CPU went: each process's ms per MiB moved after
         # the switch, and how many of the cores all of them kept busy
-        since, wall = sampler.since_mark()
-        if since and mib > 0 and wall:
+        since, phase_wall = sampler.since_mark()
+        if since and mib > 0 and phase_wall:
             pc_cpu = {k: round(1000 * v / mib, 2) for k, v in since.items()}
-            pc_cpu["cores busy"] = round(sum(since.values()) / wall, 2)
+            pc_cpu["cores busy"] = round(sum(since.values()) / phase_wall, 2)
     if chains:
         # counted with the daemons: the relays do the tunnel's work here
         cpu["relays"] = round(relay_cpu, 2)
