@@ -1,7 +1,6 @@
 """make bench's profilers: perf stat/record on every daemon
 (BENCH_PROFILE) and the scheduler's view of the source daemon
 (BENCH_SCHED)."""
-import errno
 import json
 import os
 import select
@@ -136,45 +135,30 @@ class SchedTrace:
         ctl, ack = os.path.join(self.fifos, "ctl"), os.path.join(self.fifos, "ack")
         os.mkfifo(ctl)
         os.mkfifo(ack)
-        # CLOCK_MONOTONIC: the probe's clock, and time.monotonic()'s
-        self.proc = subprocess.Popen(["perf", "sched", "record", "-k", "CLOCK_MONOTONIC",
-                                      "-a", "-D", "-1", "--control", "fifo:%s,%s" % (ctl, ack),
-                                      "-o", self.data],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            self._enable(ctl, ack, time.monotonic() + 10)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _enable(self, ctl, ack, deadline):
-        """Turn perf's events on through its control fifo, and wait for its
-        ack, until deadline."""
-        def check():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("perf sched record did not start (10 s limit)")
-        while True:
-            try:
-                wfd = os.open(ctl, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as e:
-                # ENXIO: perf has not opened it yet
-                if e.errno != errno.ENXIO:
-                    raise
-            check()
-            time.sleep(0.05)
+        # Both ends are open before perf starts: the command waits in the
+        # fifo until perf reads it, and until perf opens its end of the
+        # ack fifo, select() does not see it as readable
         rfd = os.open(ack, os.O_RDONLY | os.O_NONBLOCK)
+        wfd = os.open(ctl, os.O_RDWR)
         try:
             os.write(wfd, b"enable\n")
+            # CLOCK_MONOTONIC: the probe's clock, and time.monotonic()'s
+            try:
+                self.proc = subprocess.Popen(["perf", "sched", "record", "-k", "CLOCK_MONOTONIC",
+                                              "-a", "-D", "-1", "--control",
+                                              "fifo:%s,%s" % (ctl, ack), "-o", self.data],
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except OSError:
+                shutil.rmtree(self.fifos, ignore_errors=True)
+                raise
+            deadline = time.monotonic() + 10
             got = b""
             while b"ack" not in got:
-                check()
-                ready, _, _ = select.select([rfd], [], [], 0.1)
-                chunk = os.read(rfd, 64) if ready else b""
-                if ready and not chunk:
-                    # no writer yet: the fifo reads as closed
-                    time.sleep(0.01)
-                got += chunk
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("perf sched record did not start (10 s limit)")
+                if select.select([rfd], [], [], 0.1)[0]:
+                    got += os.read(rfd, 64)
         finally:
             os.close(wfd)
             os.close(rfd)
